@@ -1,0 +1,4 @@
+"""relayhook: a rules-driven notification relay."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

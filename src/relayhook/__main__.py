@@ -1,0 +1,3 @@
+from relayhook.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""From raw request to event: parse the body, find the type and the dedupe key.
+
+Shared by the HTTP endpoint and `relayhook test`, so both judge an event alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from relayhook.config import Source
+from relayhook.errors import EventError
+
+__all__ = ["dedupe_key", "event_type_of", "parse_body"]
+
+MAX_KEY_LENGTH = 512
+
+
+def parse_body(raw: bytes) -> Any:
+    """The JSON document in raw; EventError(400) when it is not JSON."""
+    if not raw.strip():
+        raise EventError(400, "request body is empty; expected a JSON document")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise EventError(400, "request body is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise EventError(
+            400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise EventError(400, "request body is nested too deeply") from None
+
+
+def event_type_of(source: Source, body: Any, headers: Mapping[str, str]) -> str:
+    """The event type named by the source's event_type; EventError(422) when missing."""
+    value = source.event_type.extract(body, headers)
+    where = source.event_type.describe()
+    if value is None:
+        raise EventError(422, f"event type missing: {where} is not in the request")
+    if not isinstance(value, str) or not value.strip():
+        raise EventError(422, f"event type must be a non-empty string: {where} is {_kind(value)}")
+    return value
+
+
+def dedupe_key(source: Source, body: Any, headers: Mapping[str, str], raw: bytes) -> str:
+    """The source's dedupe key, or a hash of the raw body when none is configured or present."""
+    if source.event_key is not None:
+        value = source.event_key.extract(body, headers)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            text = str(value)
+            return (
+                text
+                if len(text) <= MAX_KEY_LENGTH
+                else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+            )
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "an empty string"
+    return {
+        dict: "an object",
+        list: "an array",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,196 @@
+"""Routing: which rules an event matches, and the messages each one renders.
+
+Pure and synchronous, shared by `relayhook test` and the daemon, so a dry run
+shows exactly what serving would send.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from relayhook.config import Destination
+from relayhook.rules import Rule
+from relayhook.templating import describe_error
+
+__all__ = ["InboundEvent", "Message", "RuleOutcome", "route"]
+
+# Headers a template never sees: they carry credentials.
+_HIDDEN_HEADERS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "stripe-signature",
+        "webhook-signature",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """An accepted event as the rules see it."""
+
+    source: str
+    event_type: str
+    body: Any
+    received_at: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def context(self) -> dict[str, Any]:
+        body = self.body
+        return {
+            "event": body,
+            "payload": body.get("payload") if isinstance(body, Mapping) else None,
+            "event_type": self.event_type,
+            "source": self.source,
+            "received_at": self.received_at,
+            "headers": {k: v for k, v in self.headers.items() if k.lower() not in _HIDDEN_HEADERS},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One rendered notification for one destination (error set when rendering failed)."""
+
+    rule: str
+    destination: str
+    item_index: int | None
+    title: str
+    body: str
+    format: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RuleOutcome:
+    """What one rule made of an event: matched or why not, and its messages."""
+
+    rule: Rule
+    matched: bool
+    reason: str
+    messages: list[Message] = field(default_factory=list)
+    items: int | None = None
+    error: str | None = None
+
+
+def _render_for(
+    rule: Rule, dest: Destination | None, dest_name: str, ctx: dict[str, Any], index: int | None
+) -> Message:
+    try:
+        title = rule.title.render(ctx).strip() if rule.title is not None else ""
+        body = rule.body.render(ctx).strip()
+        fmt = rule.format
+        if dest is not None and dest.kind == "webhook":
+            if dest.body is not None:
+                body = dest.body.render(
+                    {**ctx, "title": title, "body": body, "format": fmt, "rule": rule.name}
+                )
+            else:
+                body = json.dumps(
+                    {
+                        "title": title,
+                        "body": body,
+                        "format": fmt,
+                        "rule": rule.name,
+                        "event_type": ctx["event_type"],
+                        "source": ctx["source"],
+                    },
+                    ensure_ascii=False,
+                )
+            fmt = "json"
+    except Exception as e:
+        return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
+    return Message(rule.name, dest_name, index, title, body, fmt)
+
+
+def _failed(rule: Rule, error: str) -> list[Message]:
+    return [Message(rule.name, d, None, "", "", rule.format, error=error) for d in rule.to]
+
+
+def route(
+    rules: Iterable[Rule], destinations: Mapping[str, Destination], event: InboundEvent
+) -> list[RuleOutcome]:
+    """Every rule's outcome for the event, in order, stopping after a matched `stop` rule."""
+    outcomes: list[RuleOutcome] = []
+    base = event.context()
+    stopped_by: str | None = None
+    for rule in rules:
+        if stopped_by is not None:
+            outcomes.append(
+                RuleOutcome(rule, False, f"not evaluated: rule '{stopped_by}' has stop: true")
+            )
+            continue
+        if not rule.matches_type(event.event_type):
+            outcomes.append(
+                RuleOutcome(
+                    rule, False, f"event type '{event.event_type}' does not match '{rule.event}'"
+                )
+            )
+            continue
+        if rule.source is not None and rule.source != event.source:
+            outcomes.append(
+                RuleOutcome(rule, False, f"source '{event.source}' is not '{rule.source}'")
+            )
+            continue
+        outcome = _evaluate(rule, destinations, base)
+        outcomes.append(outcome)
+        if outcome.matched and rule.stop:
+            stopped_by = rule.name
+    return outcomes
+
+
+def _evaluate(
+    rule: Rule, destinations: Mapping[str, Destination], base: dict[str, Any]
+) -> RuleOutcome:
+    for check in rule.when:
+        try:
+            ok = check.fn(**base)
+        except Exception as e:
+            error = f"when `{check.text}` failed: {describe_error(e)}"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        if not ok:
+            return RuleOutcome(rule, False, f"when `{check.text}` was false")
+    if rule.for_each is None:
+        contexts: list[tuple[int | None, dict[str, Any]]] = [(None, base)]
+    else:
+        try:
+            items = rule.for_each.fn(**base)
+        except Exception as e:
+            error = f"for_each `{rule.for_each.text}` failed: {describe_error(e)}"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        if not isinstance(items, list | tuple):
+            error = f"for_each `{rule.for_each.text}` gave {_kind(items)}, not a list"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        contexts = [
+            (i, {**base, "item": item, "item_number": i + 1, "item_count": len(items)})
+            for i, item in enumerate(items)
+        ]
+    messages = [
+        _render_for(rule, destinations.get(name), name, ctx, index)
+        for index, ctx in contexts
+        for name in rule.to
+    ]
+    errors = [m.error for m in messages if m.error]
+    outcome = RuleOutcome(
+        rule, True, "matched", messages, items=None if rule.for_each is None else len(contexts)
+    )
+    if errors:
+        outcome.error = errors[0]
+        outcome.reason = f"render error: {errors[0]}"
+    return outcome
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (None)"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"a {type(value).__name__}"
