@@ -6,16 +6,24 @@ Exit codes: 0 ok, 1 problems found, 2 usage error.
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import click
 
+from relayhook import deliverylog as dl
+from relayhook import store
 from relayhook.config import DEFAULT_CONFIG_PATH, Config, load_config
 from relayhook.errors import ConfigError, EventError
 from relayhook.ingest import event_type_of, parse_body
+from relayhook.redact import Redactor
 from relayhook.router import InboundEvent, RuleOutcome, route
+from relayhook.units import parse_duration
+from relayhook.yamlfile import Problems, load_yaml
 
 __all__ = ["main"]
 
@@ -49,6 +57,37 @@ def _load(config_path: str) -> Config:
 @click.version_option(package_name="relayhook")
 def cli() -> None:
     """relayhook: turn webhooks into Slack messages, emails and other notifications."""
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Address to serve on (overrides the config).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Least severe log lines shown.",
+)
+@config_option
+def serve(listen: str | None, log_level: str, config_path: str) -> None:
+    """Run the relay daemon until SIGTERM or SIGINT."""
+    import dataclasses
+    import logging
+
+    from relayhook.config import parse_listen
+    from relayhook.daemon import serve as run
+
+    config = _load(config_path)
+    if listen is not None:
+        try:
+            host, port = parse_listen(listen)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--listen") from None
+        config = dataclasses.replace(config, listen_host=host, listen_port=port)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(config)
 
 
 @cli.command()
@@ -205,3 +244,165 @@ def _as_text(event: InboundEvent, outcomes: list[RuleOutcome]) -> str:
 
 def main() -> None:
     cli(prog_name="relayhook")
+
+
+# -- the delivery log ---------------------------------------------------------------------
+
+
+def _database(config_path: str) -> tuple[sqlite3.Connection, Redactor]:
+    """The delivery log named by the config, even when the rest of the config is broken."""
+    try:
+        config = load_config(config_path)
+        path, redactor = config.database, config.redactor
+    except ConfigError as e:
+        problems = Problems()
+        raw = load_yaml(config_path, problems, os.environ)
+        database = raw.get("database") if isinstance(raw, dict) else None
+        if not isinstance(database, str):
+            for problem in e.problems:
+                click.echo(str(problem), err=True)
+            _fail("cannot find the database: the config has problems")
+        path = os.path.normpath(os.path.join(os.path.dirname(config_path), database))
+        redactor = Redactor()
+        click.echo(f"warning: {len(e.problems)} config problems (see relayhook check)", err=True)
+    if not os.path.exists(path):
+        _fail(f"{path}: no database yet (relayhook serve creates it)")
+    store.migrate(path)
+    return store.connect(path), redactor
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+STATES = ("pending", "retrying", "sending", "delivered", "dead", "failed")
+
+
+@cli.command()
+@click.option("--status", type=click.Choice(STATES), help="Only deliveries in this state.")
+@click.option("--rule", help="Only deliveries of this rule.")
+@click.option("--destination", help="Only deliveries to this destination.")
+@click.option(
+    "--since", metavar="DURATION", help="Only deliveries created this recently (e.g. 1h)."
+)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@config_option
+def deliveries(
+    status: str | None,
+    rule: str | None,
+    destination: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    config_path: str,
+) -> None:
+    """List deliveries, newest first (works while the daemon runs)."""
+    since_ts = _since(since)
+    conn, redact = _database(config_path)
+    rows = dl.list_deliveries(
+        conn, state=status, rule=rule, destination=destination, since=since_ts, limit=limit
+    )
+    if as_json:
+        for row in rows:
+            click.echo(redact(json.dumps(row, ensure_ascii=False)))
+        return
+    if not rows:
+        click.echo("no deliveries")
+        return
+    click.echo(
+        f"{'ID':>6}  {'STATE':<9} {'TRIES':>5}  {'CREATED':<19}  {'RULE':<22} "
+        f"{'DESTINATION':<16} ERROR"
+    )
+    for r in rows:
+        error = (r["last_error"] or "")[:60]
+        click.echo(
+            redact(
+                f"{r['id']:>6}  {r['state']:<9} {r['attempts']:>5}  {_when(r['created_at']):<19}  "
+                f"{r['rule'][:22]:<22} {r['destination'][:16]:<16} {error}"
+            )
+        )
+
+
+@cli.command()
+@click.argument("delivery_id", type=int, metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def show(delivery_id: int, as_json: bool, config_path: str) -> None:
+    """One delivery: its event, the rendered message and every attempt."""
+    conn, redact = _database(config_path)
+    d = dl.get_delivery(conn, delivery_id)
+    if d is None:
+        _fail(f"no delivery {delivery_id}")
+    if as_json:
+        click.echo(redact(json.dumps(d, indent=2, ensure_ascii=False)))
+        return
+    e = d["event"]
+    lines = [
+        f"delivery {d['id']}: {d['state']} after {d['attempts']} attempt(s)"
+        + (f" (replay of {d['replay_of']})" if d["replay_of"] else ""),
+        f"  rule         {d['rule']}"
+        + (f" (item {d['item_index'] + 1})" if d["item_index"] is not None else ""),
+        f"  destination  {d['destination']}",
+        f"  next attempt {_when(d['next_attempt_at'])}"
+        if d["state"] in ("pending", "retrying")
+        else "",
+        f"  last error   {d['last_error']}" if d["last_error"] else "",
+        f"event {e['id']}: {e['event_type']} from {e['source']}, key {e['event_key']},"
+        f" received {_when(e['received_at'])} ({e['state']})",
+        _indent(_pretty(e["body"]), "  "),
+        f"message ({d['format']})",
+        f"  title: {d['title']}",
+        "  body:",
+        _indent(d["body"], "    "),
+        "attempts" if d["attempts_log"] else "no attempts yet",
+    ]
+    for a in d["attempts_log"]:
+        lines.append(
+            f"  #{a['number']} {_when(a['started_at'])} {a['duration_ms']:.0f} ms {a['outcome']}"
+            + (f": {a['error']}" if a["error"] else "")
+        )
+    click.echo(redact("\n".join(line for line in lines if line)))
+
+
+def _pretty(body: str) -> str:
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        return body
+
+
+@cli.command()
+@click.argument("delivery_ids", type=int, nargs=-1, metavar="[ID]...")
+@click.option("--dead", is_flag=True, help="Replay every dead delivery (with --since).")
+@click.option("--since", metavar="DURATION", help="With --dead: those that died this recently.")
+@config_option
+def replay(delivery_ids: tuple[int, ...], dead: bool, since: str | None, config_path: str) -> None:
+    """Queue delivered or dead deliveries again, as new deliveries linked to the originals."""
+    if bool(delivery_ids) == dead:
+        raise click.UsageError("give delivery IDs, or --dead (optionally with --since)")
+    if since is not None and not dead:
+        raise click.UsageError("--since goes with --dead")
+    since_ts = _since(since) if since else 0.0
+    conn, _ = _database(config_path)
+    with store.transaction(conn):
+        ids = list(delivery_ids) if delivery_ids else dl.dead_since(conn, since_ts or 0.0)
+        made = dl.replay(conn, ids, time.time())
+    for original, new in made:
+        click.echo(f"delivery {original} queued again as {new}")
+    skipped = sorted(set(ids) - {o for o, _ in made})
+    if skipped:
+        _fail(f"not replayed (unknown, or not delivered/dead): {', '.join(map(str, skipped))}")
+    if not made:
+        click.echo("nothing to replay")

@@ -462,7 +462,7 @@ def _read_destination(
     )
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected host:port such as 127.0.0.1:8787, got '{value}'")
@@ -495,7 +495,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     listen = r.string("listen")
     if listen is not None:
         try:
-            listen_host, listen_port = _parse_listen(listen)
+            listen_host, listen_port = parse_listen(listen)
         except ValueError as e:
             r.fail("listen", str(e))
     database = _resolve(base_dir, r.string("database", "/var/lib/relayhook/relayhook.db") or "")

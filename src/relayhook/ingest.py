@@ -20,12 +20,14 @@ MAX_KEY_LENGTH = 512
 
 def parse_body(raw: bytes) -> Any:
     """The JSON document in raw; EventError(400) when it is not JSON."""
-    if not raw.strip():
-        raise EventError(400, "request body is empty; expected a JSON document")
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise EventError(400, "request body is not UTF-8 text") from None
+    if not text.strip():
+        raise EventError(400, "request body is empty; expected a JSON document")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise EventError(
             400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"

@@ -104,7 +104,7 @@ def _render_for(
                     ensure_ascii=False,
                 )
             fmt = "json"
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
         return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
     return Message(rule.name, dest_name, index, title, body, fmt)
 
@@ -151,7 +151,7 @@ def _evaluate(
     for check in rule.when:
         try:
             ok = check.fn(**base)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a broken condition fails its rule only
             error = f"when `{check.text}` failed: {describe_error(e)}"
             return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
         if not ok:
@@ -161,7 +161,7 @@ def _evaluate(
     else:
         try:
             items = rule.for_each.fn(**base)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             error = f"for_each `{rule.for_each.text}` failed: {describe_error(e)}"
             return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
         if not isinstance(items, list | tuple):

@@ -1,0 +1,168 @@
+"""Sending one attempt to one destination, and judging the outcome.
+
+Each destination gets its own thread pool, sized to its concurrency, for apprise's
+blocking send: apprise 2.x's async_notify runs every plugin in one shared pool of
+min(32, cores + 4) threads, where a hanging destination would hold the threads that
+every other destination needs. With a pool each, a destination that hangs only
+delays itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import partial
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import apprise
+
+from relayhook.config import Destination
+
+__all__ = ["Outcome", "Sender", "make_sender"]
+
+# Waited beyond a destination's timeout before giving up on a send still running.
+_GRACE = 1.0
+_ERROR_BYTES = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went: delivered, or why not and whether to try again."""
+
+    ok: bool
+    error: str | None = None
+    retry: bool = True
+    timeout: bool = False
+    retry_after: float | None = None
+
+    @property
+    def label(self) -> str:
+        return "delivered" if self.ok else "timeout" if self.timeout else "failed"
+
+
+TIMEOUT = Outcome(False, "timeout (may have been delivered)", retry=True, timeout=True)
+
+
+class Sender(Protocol):
+    async def send(self, title: str, body: str, fmt: str) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+def _with_params(url: str, **params: str) -> str:
+    """The URL with params added where the operator did not set them."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key, value in params.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query, safe="@,:/")))
+
+
+class AppriseSender:
+    """One Apprise object per destination, its own retries off: every try is ours."""
+
+    def __init__(self, dest: Destination) -> None:
+        self.dest = dest
+        timeout = f"{dest.timeout:g}"
+        params = {"retry": "0", "rto": timeout, "cto": timeout}
+        if dest.format:
+            params["format"] = dest.format
+        self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        if not self._apprise.add(_with_params(dest.url, **params)):
+            raise ValueError(f"apprise cannot use the URL of destination '{dest.name}'")
+        self._pool = ThreadPoolExecutor(
+            max_workers=dest.concurrency, thread_name_prefix=f"send-{dest.name}"
+        )
+
+    async def send(self, title: str, body: str, fmt: str) -> Outcome:
+        body_format = fmt if fmt in ("text", "markdown", "html") else "text"
+        call = partial(self._apprise.notify, body=body or " ", title=title, body_format=body_format)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self.dest.timeout + _GRACE)
+        except TimeoutError:
+            # The thread may still finish; its result no longer matters to this attempt.
+            future.add_done_callback(lambda f: f.exception())
+            return TIMEOUT
+        if result:
+            return Outcome(True)
+        if result.timeout_count:
+            return TIMEOUT
+        messages = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
+        return Outcome(False, "; ".join(messages) or f"apprise reported {result.status.name}")
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class WebhookSender:
+    """A plain HTTP request with the rendered body; the status decides what happens next."""
+
+    def __init__(self, dest: Destination) -> None:
+        self.dest = dest
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.dest.timeout),
+                connector=aiohttp.TCPConnector(limit=self.dest.concurrency),
+            )
+        return self._session
+
+    async def send(self, title: str, body: str, fmt: str) -> Outcome:
+        headers = {"Content-Type": "application/json", "User-Agent": "relayhook"}
+        headers.update(self.dest.headers)
+        try:
+            async with self._client().request(
+                self.dest.method,
+                self.dest.url,
+                data=body.encode(),
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                if 200 <= response.status < 300:
+                    return Outcome(True)
+                text = (await response.content.read(_ERROR_BYTES)).decode(errors="replace")
+                retry = response.status in (408, 425, 429) or response.status >= 500
+                return Outcome(
+                    False,
+                    f"HTTP {response.status}: {text}".strip(),
+                    retry=retry,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
+        except TimeoutError:
+            return TIMEOUT
+        except aiohttp.ClientError as e:
+            return Outcome(False, f"{type(e).__name__}: {e}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def make_sender(dest: Destination) -> Sender:
+    return WebhookSender(dest) if dest.kind == "webhook" else AppriseSender(dest)
+
+
+# Apprise's findings reach us through AppriseResult and land in the delivery log; they
+# must not also reach the root logger unredacted.
+logging.getLogger("apprise").propagate = False
+logging.getLogger("apprise").addHandler(logging.NullHandler())

@@ -1,0 +1,254 @@
+"""What relayhook records about events, deliveries and attempts, as plain SQL on a connection.
+
+The daemon runs these through the Store's writer thread; the CLI runs them on its own
+connection beside a running daemon (WAL lets both work at once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relayhook.router import Message
+
+__all__ = [
+    "ACTIVE_STATES",
+    "Claimed",
+    "claim_due",
+    "events_to_route",
+    "get_delivery",
+    "insert_event",
+    "list_deliveries",
+    "next_due_at",
+    "record_attempt",
+    "recover",
+    "replay",
+    "save_routing",
+]
+
+# A delivery is pending (never tried), retrying (tried, waiting), sending (in flight),
+# or finished: delivered, dead (out of tries or not retryable) or failed (never renderable).
+ACTIVE_STATES = ("pending", "retrying", "sending")
+FINAL_STATES = ("delivered", "dead", "failed")
+
+
+def insert_event(
+    conn: sqlite3.Connection,
+    source: str,
+    key: str,
+    event_type: str,
+    received_at: float,
+    headers: dict[str, str],
+    body: str,
+) -> tuple[int, bool]:
+    """Store an accepted event: (event id, True when the (source, key) was already known)."""
+    cur = conn.execute(
+        "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING",
+        (source, key, event_type, received_at, json.dumps(headers), body),
+    )
+    if cur.rowcount == 1:
+        return int(cur.lastrowid or 0), False
+    row = conn.execute(
+        "SELECT id FROM events WHERE source = ? AND event_key = ?", (source, key)
+    ).fetchone()
+    return int(row[0]), True
+
+
+def events_to_route(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT id, source, event_type, received_at, headers, body FROM events"
+        " WHERE state = 'received' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def save_routing(
+    conn: sqlite3.Connection, event_id: int, messages: Sequence[Message], now: float
+) -> None:
+    """One delivery per message (failed when it did not render), and the event's new state."""
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+        " state, next_attempt_at, created_at, updated_at, last_error)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                event_id,
+                m.rule,
+                m.destination,
+                m.item_index,
+                m.title,
+                m.body,
+                m.format,
+                "failed" if m.error else "pending",
+                None if m.error else now,
+                now,
+                now,
+                m.error,
+            )
+            for m in messages
+        ],
+    )
+    conn.execute(
+        "UPDATE events SET state = ? WHERE id = ?", ("routed" if messages else "unrouted", event_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery taken for one attempt."""
+
+    id: int
+    destination: str
+    title: str
+    body: str
+    format: str
+    attempts: int
+    event_id: int
+
+
+def claim_due(conn: sqlite3.Connection, destination: str, limit: int, now: float) -> list[Claimed]:
+    """Mark up to limit due deliveries of a destination as sending, and return them."""
+    rows = conn.execute(
+        "UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id IN ("
+        " SELECT id FROM deliveries WHERE destination = ? AND state IN ('pending', 'retrying')"
+        " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
+        " RETURNING id, destination, title, body, format, attempts, event_id",
+        (now, destination, now, limit),
+    ).fetchall()
+    return [Claimed(*row) for row in rows]
+
+
+def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float | None:
+    """When the earliest waiting delivery to any of these destinations falls due."""
+    names = list(destinations)
+    if not names:
+        return None
+    marks = ",".join("?" * len(names))
+    row = conn.execute(
+        f"SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')"  # noqa: S608
+        f" AND destination IN ({marks})",
+        names,
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def record_attempt(
+    conn: sqlite3.Connection,
+    delivery_id: int,
+    number: int,
+    started_at: float,
+    duration_ms: float,
+    outcome: str,
+    error: str | None,
+    state: str,
+    next_attempt_at: float | None,
+    now: float,
+) -> None:
+    conn.execute(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (delivery_id, number, started_at, duration_ms, outcome, error),
+    )
+    conn.execute(
+        "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
+        " last_error = ? WHERE id = ?",
+        (state, number, next_attempt_at, now, error, delivery_id),
+    )
+
+
+def recover(conn: sqlite3.Connection, now: float) -> int:
+    """After a crash or stop: deliveries caught in flight are due again at once."""
+    cur = conn.execute(
+        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, updated_at = ?"
+        " WHERE state = 'sending'",
+        (now, now),
+    )
+    return cur.rowcount
+
+
+_LIST_SQL = (
+    "SELECT d.id, d.event_id, e.source, e.event_type, d.rule, d.destination, d.item_index,"
+    " d.state, d.attempts, d.title, d.created_at, d.updated_at, d.next_attempt_at,"
+    " d.last_error, d.replay_of FROM deliveries d JOIN events e ON e.id = d.event_id"
+)
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    *,
+    state: str | None = None,
+    rule: str | None = None,
+    destination: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("d.state", state), ("d.rule", rule), ("d.destination", destination)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if since is not None:
+        where.append("d.created_at >= ?")
+        args.append(since)
+    # Only fixed column names are joined in; every value is a bound parameter.
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    sql = _LIST_SQL + clause + " ORDER BY d.id DESC LIMIT ?"  # noqa: S608
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] | None:
+    """A delivery with its event and every attempt, or None."""
+    row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    delivery = dict(row)
+    event = dict(
+        conn.execute(
+            "SELECT id, source, event_key, event_type, received_at, state, headers, body"
+            " FROM events WHERE id = ?",
+            (delivery["event_id"],),
+        ).fetchone()
+    )
+    event["headers"] = json.loads(event["headers"])
+    delivery["event"] = event
+    delivery["attempts_log"] = [
+        dict(a)
+        for a in conn.execute(
+            "SELECT number, started_at, duration_ms, outcome, error FROM attempts"
+            " WHERE delivery_id = ? ORDER BY number",
+            (delivery_id,),
+        )
+    ]
+    return delivery
+
+
+def replay(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+    """New pending deliveries copied from finished ones: [(original id, new id)]."""
+    made = []
+    for original in ids:
+        cur = conn.execute(
+            "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+            " state, next_attempt_at, created_at, updated_at, replay_of)"
+            " SELECT event_id, rule, destination, item_index, title, body, format, 'pending',"
+            " ?, ?, ?, id"
+            " FROM deliveries WHERE id = ? AND state IN ('delivered', 'dead')",
+            (now, now, now, original),
+        )
+        if cur.rowcount == 1:
+            made.append((original, int(cur.lastrowid or 0)))
+    return made
+
+
+def dead_since(conn: sqlite3.Connection, since: float) -> list[int]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM deliveries WHERE state = 'dead' AND updated_at >= ? ORDER BY id",
+            (since,),
+        )
+    ]

@@ -1,0 +1,256 @@
+"""After the ack: route stored events into deliveries, then send due deliveries.
+
+Both loops read their work from SQLite, never from memory: the database is the queue,
+so a crash loses nothing and a long outage backlog costs disk, not RAM. The scheduler
+claims at most as many deliveries as there are free slots, globally and per destination,
+so one slow destination never takes another's slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import tenacity
+
+from relayhook import deliverylog as log
+from relayhook.config import Config, RetryPolicy
+from relayhook.deliver import Outcome, Sender, make_sender
+from relayhook.router import InboundEvent, Message, route
+
+__all__ = ["Dispatcher", "Runtime", "backoff"]
+
+logger = logging.getLogger("relayhook.dispatch")
+_ROUTE_BATCH = 256
+_IDLE_POLL = 1.0
+
+
+def backoff(attempt_number: int, policy: RetryPolicy) -> float:
+    """Seconds before the next try: exponential from first_delay, jittered, capped at max_delay."""
+    wait = tenacity.wait_exponential_jitter(
+        initial=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay
+    )
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt_number
+    return float(wait(state))
+
+
+class Runtime:
+    """The config in force and a sender per destination; swapped whole on reload."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.senders: dict[str, Sender] = {
+            name: make_sender(dest) for name, dest in config.destinations.items()
+        }
+
+    async def close(self) -> None:
+        for sender in self.senders.values():
+            await sender.close()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Dispatcher:
+    """Owns the routing loop, the delivery scheduler and the attempts in flight."""
+
+    def __init__(
+        self, store: Any, runtime: Runtime, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.clock = clock
+        self._route_wake = asyncio.Event()
+        self._send_wake = asyncio.Event()
+        self._inflight: Counter[str] = Counter()
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        recovered = await self.store.run(lambda c: log.recover(c, self.clock()))
+        if recovered:
+            logger.info(
+                "retrying %d deliveries that were in flight when relayhook stopped", recovered
+            )
+        self._loops = [
+            asyncio.create_task(self._route_loop(), name="relayhook-router"),
+            asyncio.create_task(self._send_loop(), name="relayhook-scheduler"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not any(t.done() for t in self._loops)
+
+    def wake(self) -> None:
+        """New events are stored: route them now rather than at the next poll."""
+        self._route_wake.set()
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop claiming work; let attempts in flight finish up to drain_timeout."""
+        self._stopping = True
+        self._route_wake.set()
+        self._send_wake.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._attempts:
+            _, pending = await asyncio.wait(self._attempts, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                logger.info("left %d deliveries in flight for retry after restart", len(pending))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def _route_loop(self) -> None:
+        while not self._stopping:
+            rows = await self.store.run(lambda c: log.events_to_route(c, _ROUTE_BATCH))
+            if not rows:
+                await self._wait(self._route_wake, _IDLE_POLL)
+                continue
+            plan = [(row["id"], self._route_one(row)) for row in rows]
+            now = self.clock()
+
+            def save(
+                conn: Any, plan: list[tuple[int, list[Message]]] = plan, now: float = now
+            ) -> None:
+                for event_id, messages in plan:
+                    log.save_routing(conn, event_id, messages, now)
+
+            await self.store.run(save)
+            self._send_wake.set()
+
+    def _route_one(self, row: Any) -> list[Message]:
+        config = self.runtime.config
+        try:
+            event = InboundEvent(
+                source=row["source"],
+                event_type=row["event_type"],
+                body=json.loads(row["body"]),
+                received_at=_iso(row["received_at"]),
+                headers=json.loads(row["headers"]),
+            )
+            outcomes = route(config.rules, config.destinations, event)
+        except Exception:
+            logger.exception("event %s could not be routed; kept as unrouted", row["id"])
+            return []
+        messages = [m for o in outcomes for m in o.messages]
+        for o in outcomes:
+            if o.error:
+                logger.warning(
+                    "event %s: rule %s failed: %s", row["id"], o.rule.name, config.redactor(o.error)
+                )
+        if not messages:
+            logger.info("event %s (%s) matched no rule", row["id"], row["event_type"])
+        return messages
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while not self._stopping:
+            config = self.runtime.config
+            limit = config.concurrency.total
+            claimed = 0
+            now = self.clock()
+            for name, dest in config.destinations.items():
+                free = min(dest.concurrency - self._inflight[name], limit - len(self._attempts))
+                if free <= 0:
+                    continue
+                rows = await self.store.run(
+                    lambda c, name=name, free=free, now=now: log.claim_due(c, name, free, now)
+                )
+                for row in rows:
+                    self._inflight[row.destination] += 1
+                    task = asyncio.create_task(self._attempt(row), name=f"delivery-{row.id}")
+                    self._attempts.add(task)
+                    task.add_done_callback(self._attempts.discard)
+                claimed += len(rows)
+            if claimed:
+                continue
+            names = list(config.destinations)
+            next_due = await self.store.run(lambda c, names=names: log.next_due_at(c, names))
+            now = self.clock()
+            if next_due is None or next_due <= now:
+                delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full
+            else:
+                delay = min(_IDLE_POLL, next_due - now)
+            await self._wait(self._send_wake, delay)
+
+    async def _attempt(self, row: log.Claimed) -> None:
+        runtime = self.runtime
+        dest = runtime.config.destinations.get(row.destination)
+        sender = runtime.senders.get(row.destination)
+        try:
+            started, t0 = self.clock(), time.monotonic()
+            if dest is None or sender is None:
+                outcome = Outcome(False, f"destination '{row.destination}' is not configured")
+                policy = runtime.config.retry
+            else:
+                policy = dest.retry
+                try:
+                    outcome = await sender.send(row.title, row.body, row.format)
+                except Exception as e:
+                    logger.exception("delivery %s: sender raised", row.id)
+                    outcome = Outcome(False, f"{type(e).__name__}: {e}")
+            duration_ms = (time.monotonic() - t0) * 1000
+            number = row.attempts + 1
+            now = self.clock()
+            error = runtime.config.redactor(outcome.error) if outcome.error else None
+            next_at: float | None = None
+            if outcome.ok:
+                state = "delivered"
+            elif not outcome.retry or number >= policy.attempts:
+                state = "dead"
+            else:
+                state = "retrying"
+                next_at = now + max(backoff(number, policy), outcome.retry_after or 0.0)
+            await self.store.run(
+                lambda c: log.record_attempt(
+                    c,
+                    row.id,
+                    number,
+                    started,
+                    duration_ms,
+                    outcome.label,
+                    error,
+                    state,
+                    next_at,
+                    now,
+                )
+            )
+            level = logging.INFO if outcome.ok else logging.WARNING
+            logger.log(
+                level,
+                "delivery %s to %s: attempt %d %s%s",
+                row.id,
+                row.destination,
+                number,
+                state,
+                f": {error}" if error else "",
+            )
+        finally:
+            self._inflight[row.destination] -= 1
+            self._send_wake.set()
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        event.clear()

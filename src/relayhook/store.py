@@ -1,0 +1,192 @@
+"""The delivery log in SQLite: schema, the single writer, and the queries the CLI shares.
+
+One thread owns the daemon's write connection. Async callers hand it a function and
+await the result; it runs whatever has queued in one transaction and commits once
+(group commit), and resolves the callers' futures only after that COMMIT is on disk
+(WAL, synchronous=FULL). So a 202 always means "on disk".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+__all__ = ["Store", "connect", "migrate"]
+
+T = TypeVar("T")
+_BATCH = 512
+
+migrations = Migrations("relayhook")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    for statement in (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            headers TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'received',
+            UNIQUE (source, event_key)
+        )""",
+        "CREATE INDEX events_to_route ON events (id) WHERE state = 'received'",
+        "CREATE INDEX events_received_at ON events (received_at)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER NOT NULL REFERENCES events (id),
+            rule TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            item_index INTEGER,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            format TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_error TEXT,
+            replay_of INTEGER REFERENCES deliveries (id)
+        )""",
+        # The scheduler's query: due work per destination.
+        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
+           WHERE state IN ('pending', 'retrying')""",
+        "CREATE INDEX deliveries_state ON deliveries (state, updated_at)",
+        "CREATE INDEX deliveries_event ON deliveries (event_id)",
+        "CREATE INDEX deliveries_rule ON deliveries (rule, created_at)",
+        "CREATE INDEX deliveries_destination ON deliveries (destination, created_at)",
+        "CREATE INDEX deliveries_created ON deliveries (created_at)",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration_ms REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery_id, number)",
+    ):
+        db.execute(statement)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(path: str) -> None:
+    """Create the database and apply pending schema migrations, each in a transaction."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrations.apply(sqlite_utils.Database(conn))
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, for the CLI's writes beside a running daemon."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
+class Store:
+    """The daemon's database: one writer thread doing group commits."""
+
+    def __init__(self, path: str) -> None:
+        migrate(path)
+        self.path = path
+        self._conn = connect(path)
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="relayhook-writer", daemon=True)
+        self._thread.start()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) inside the next group transaction; return once it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < _BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _, _ in batch:
+                # A savepoint per job: one failing job does not undo its neighbours.
+                conn.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((fn(conn), None))
+                    conn.execute("RELEASE job")
+                except Exception as e:  # noqa: BLE001 - handed to the awaiting caller
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((None, e))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            outcomes = [(None, e)] * len(batch)
+        for (_, future, loop), (result, error) in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
