@@ -46,8 +46,9 @@ _TOP_KEYS = {
     "concurrency",
 }
 _SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body"}
-_DEST_KEYS_APPRISE = {"url", "format", "retry", "timeout", "concurrency"}
-_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "retry", "timeout", "concurrency"}
+_DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
+_DEST_KEYS_APPRISE = {"url", "format", *_DEST_COMMON}
+_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", *_DEST_COMMON}
 _RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
 _CONCURRENCY_KEYS = {"total", "per_destination"}
 _AUTH_SCHEMES = ("token",)
@@ -116,6 +117,7 @@ class Destination:
     timeout: float = 10.0
     concurrency: int = 4
     format: Format | None = None
+    min_interval: float | None = None  # None: apprise's own pacing for the service
     method: str = "POST"
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None  # compiled jinja2.Template for webhook destinations
@@ -399,6 +401,8 @@ def _read_destination(
     )
     timeout = r.duration("timeout", 10.0)
     conc = r.integer("concurrency", concurrency.per_destination, minimum=1)
+    min_interval = r.duration("min_interval", -1.0)
+    interval = None if min_interval < 0 else min_interval
     if "webhook" in dest and "url" in dest:
         problems.add(
             dest.file, dest.line, f"{where}: give either url (apprise) or webhook, not both"
@@ -439,6 +443,7 @@ def _read_destination(
             method=method,
             headers=tuple(headers),
             body=body,
+            min_interval=interval,
         )
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
@@ -459,6 +464,7 @@ def _read_destination(
         timeout=timeout,
         concurrency=conc,
         format=fmt,  # type: ignore[arg-type]
+        min_interval=interval,
     )
 
 

@@ -27,7 +27,7 @@ from relayhook.config import Destination
 
 __all__ = ["Outcome", "Sender", "make_sender"]
 
-# Waited beyond a destination's timeout before giving up on a send still running.
+# How much longer than our timeout apprise's socket may wait before its thread gives up.
 _GRACE = 1.0
 _ERROR_BYTES = 500
 
@@ -51,6 +51,8 @@ TIMEOUT = Outcome(False, "timeout (may have been delivered)", retry=True, timeou
 
 
 class Sender(Protocol):
+    min_interval: float  # seconds between the starts of two sends; 0 for none
+
     async def send(self, title: str, body: str, fmt: str) -> Outcome: ...
 
     async def close(self) -> None: ...
@@ -70,13 +72,26 @@ class AppriseSender:
 
     def __init__(self, dest: Destination) -> None:
         self.dest = dest
-        timeout = f"{dest.timeout:g}"
-        params = {"retry": "0", "rto": timeout, "cto": timeout}
+        # Apprise reports its own read timeout as a plain connection error; letting ours
+        # fire first keeps "timeout (may have been delivered)" honest. Its read timeout
+        # still frees the thread soon after.
+        params = {"retry": "0", "cto": f"{dest.timeout:g}", "rto": f"{dest.timeout + _GRACE:g}"}
         if dest.format:
             params["format"] = dest.format
-        self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
-        if not self._apprise.add(_with_params(dest.url, **params)):
+        asset = apprise.AppriseAsset(async_mode=False)
+        plugin = apprise.Apprise.instantiate(_with_params(dest.url, **params), asset=asset)
+        if plugin is None:
             raise ValueError(f"apprise cannot use the URL of destination '{dest.name}'")
+        # Apprise paces each service (Slack 1.2 s, email 5.5 s) by sleeping inside the send,
+        # where it would count against our timeout; the scheduler paces instead.
+        self.min_interval = (
+            dest.min_interval
+            if dest.min_interval is not None
+            else float(plugin.request_rate_per_sec)
+        )
+        plugin.request_rate_per_sec = 0
+        self._apprise = apprise.Apprise(asset=asset)
+        self._apprise.add(plugin)
         self._pool = ThreadPoolExecutor(
             max_workers=dest.concurrency, thread_name_prefix=f"send-{dest.name}"
         )
@@ -86,7 +101,7 @@ class AppriseSender:
         call = partial(self._apprise.notify, body=body or " ", title=title, body_format=body_format)
         future = asyncio.get_running_loop().run_in_executor(self._pool, call)
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), self.dest.timeout + _GRACE)
+            result = await asyncio.wait_for(asyncio.shield(future), self.dest.timeout)
         except TimeoutError:
             # The thread may still finish; its result no longer matters to this attempt.
             future.add_done_callback(lambda f: f.exception())
@@ -107,6 +122,7 @@ class WebhookSender:
 
     def __init__(self, dest: Destination) -> None:
         self.dest = dest
+        self.min_interval = dest.min_interval or 0.0
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

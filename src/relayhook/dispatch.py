@@ -72,6 +72,7 @@ class Dispatcher:
         self._route_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._inflight: Counter[str] = Counter()
+        self._next_start: dict[str, float] = {}  # monotonic time a paced destination may send
         self._attempts: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -169,13 +170,25 @@ class Dispatcher:
             limit = config.concurrency.total
             claimed = 0
             now = self.clock()
+            paced_until: float | None = None
             for name, dest in config.destinations.items():
                 free = min(dest.concurrency - self._inflight[name], limit - len(self._attempts))
+                sender = self.runtime.senders.get(name)
+                paced = sender is not None and sender.min_interval > 0
+                if paced:
+                    # A paced destination starts one send per interval.
+                    ready_at = self._next_start.get(name, 0.0)
+                    if ready_at > time.monotonic():
+                        paced_until = min(paced_until or ready_at, ready_at)
+                        continue
+                    free = min(free, 1)
                 if free <= 0:
                     continue
                 rows = await self.store.run(
                     lambda c, name=name, free=free, now=now: log.claim_due(c, name, free, now)
                 )
+                if rows and paced and sender is not None:
+                    self._next_start[name] = time.monotonic() + sender.min_interval
                 for row in rows:
                     self._inflight[row.destination] += 1
                     task = asyncio.create_task(self._attempt(row), name=f"delivery-{row.id}")
@@ -191,6 +204,8 @@ class Dispatcher:
                 delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full
             else:
                 delay = min(_IDLE_POLL, next_due - now)
+            if paced_until is not None:
+                delay = min(delay, max(0.0, paced_until - time.monotonic()))
             await self._wait(self._send_wake, delay)
 
     async def _attempt(self, row: log.Claimed) -> None:
