@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -367,12 +368,15 @@ def test_replay_cli(tmp_path: Path, sink: HTTPSink) -> None:
 
 
 def test_min_interval_paces_a_destination(tmp_path: Path, sink: HTTPSink) -> None:
-    config = make_config(tmp_path, {"paced": {"url": sink.url("/p"), "min_interval": "300ms"}},
-                         {"all.yaml": echo_rule(["paced"])})
+    config = make_config(
+        tmp_path,
+        {"paced": {"url": sink.url("/p"), "min_interval": "300ms"}},
+        {"all.yaml": echo_rule(["paced"])},
+    )
     with running(config) as daemon:
         for n in range(4):
             daemon.post(event(n))
         wait_for(lambda: len(sink.at("/p")) == 4, 20, "paced deliveries")
     times = sorted(r.at for r in sink.at("/p"))
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.28, gaps
