@@ -64,8 +64,8 @@ def test_several_problems_are_all_reported_in_one_run() -> None:
         "config.yaml:10: retry: attempts: must be at least 1, got 0",
         "config.yaml:10: retry: first_delay: expected a duration such as 500ms, 5s, 10m, 1h"
         " or 1h30m, got 'soon'",
-        "config.yaml:7: source 'openvolt': unknown auth scheme 'tokn' (known: token)"
-        " (did you mean 'token'?)",
+        "config.yaml:7: source 'openvolt': unknown auth scheme 'tokn'"
+        " (known: token, hmac, github, stripe, standard_webhooks) (did you mean 'token'?)",
         "config.yaml:9: unknown key 'fromat' in destination 'ops-slack' (did you mean 'format'?)",
         "rules/customer.yaml:5: rule 'customer-created': when: syntax error:"
         " unexpected 'end of template'",

@@ -64,7 +64,7 @@ def test_env_values_reach_the_config(tmp_path: Path) -> None:
     path = write_config(tmp_path, {}, config=config)
     loaded = load_config(str(path), env={"TOKEN": "from-env-1234"})
     auth = loaded.sources["openvolt"].auth
-    assert auth is not None and auth.tokens == ("from-env-1234",)
+    assert auth is not None and auth.secrets == ("from-env-1234",)
     with pytest.raises(ConfigError) as e:
         load_config(str(path), env={})
     assert [str(p) for p in e.value.problems] == [

@@ -7,7 +7,6 @@ An event is answered 202 only once it is committed to disk; everything after tha
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 
 from relayhook import deliverylog as log
-from relayhook.config import Source
+from relayhook.auth import TokenAuth, address_allowed, client_address
 from relayhook.dispatch import Dispatcher, Runtime
 from relayhook.errors import EventError
 from relayhook.ingest import dedupe_key, event_type_of, parse_body
@@ -27,6 +26,7 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("relayhook.http")
 
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 # Headers kept with a stored event: never credentials.
 _DROP_HEADERS = frozenset(
     {
@@ -44,23 +44,6 @@ _DROP_HEADERS = frozenset(
 
 def _error(status: int, message: str) -> Response[dict[str, str]]:
     return Response({"error": message}, status_code=status)
-
-
-def _authorized(source: Source, request: Request[Any, Any, Any]) -> str | None:
-    """None when the request may pass, else the reason it may not."""
-    if source.auth is None:
-        return None
-    offered = request.query_params.get("token")
-    header = request.headers.get("authorization", "")
-    if offered is None and header[:7].lower() == "bearer ":
-        offered = header[7:].strip()
-    if not offered:
-        return "missing token: send ?token=... or Authorization: Bearer ..."
-    ok = False
-    for token in source.auth.tokens:
-        # Compare against every token so timing does not tell which one, or how close.
-        ok |= hmac.compare_digest(offered.encode(), token.encode())
-    return None if ok else "invalid token"
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -93,19 +76,45 @@ def create_app(
         src = config.sources.get(source)
         if src is None:
             return _error(404, f"unknown source '{source}'")
-        reason = _authorized(src, request)
-        if reason is not None:
-            return _error(401, reason)
+        if src.allow_ips:
+            peer = request.client.host if request.client else None
+            address = client_address(
+                peer, request.headers.get("x-forwarded-for"), config.trusted_proxies
+            )
+            if not address_allowed(address, src.allow_ips):
+                return _error(403, f"client address {address} is not allowed for this source")
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type in _FORM_TYPES or media_type.startswith("multipart/"):
+            return _error(
+                415,
+                f"content type {media_type} is not accepted: send the event as JSON"
+                " (application/json)",
+            )
+        now = clock()
+        # A token is checked before the body is read; signatures need the body first.
+        if isinstance(src.auth, TokenAuth):
+            reason = src.auth.verify(b"", request.headers, request.query_params, now)
+            if reason is not None:
+                return _error(401, reason)
         try:
-            raw = await _read_body(request, src.max_body)
-            body = parse_body(raw)
+            async with asyncio.timeout(config.read_timeout):
+                raw = await _read_body(request, src.max_body)
+        except TimeoutError:
+            return _error(408, f"request body not received within {config.read_timeout:g} s")
+        except EventError as e:
+            return _error(e.status, e.message)
+        if src.auth is not None and not isinstance(src.auth, TokenAuth):
+            reason = src.auth.verify(raw, request.headers, request.query_params, now)
+            if reason is not None:
+                return _error(401, reason)
+        try:
+            body = parse_body(raw, src.max_depth)
             event_type = event_type_of(src, body, request.headers)
         except EventError as e:
             return _error(e.status, e.message)
         key = dedupe_key(src, body, request.headers, raw)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_HEADERS}
         text = raw.decode()
-        now = clock()
         event_id, duplicate = await store.run(
             lambda c: log.insert_event(c, source, key, event_type, now, headers, text)
         )

@@ -10,12 +10,24 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import apprise
 
+from relayhook.auth import (
+    AUTH_SCHEMES,
+    GithubAuth,
+    HmacAuth,
+    Network,
+    StandardWebhooksAuth,
+    StripeAuth,
+    TokenAuth,
+    Verifier,
+    check_standard_secret,
+    parse_networks,
+)
 from relayhook.errors import ConfigError
 from relayhook.redact import Redactor, redact_url, url_secrets
 from relayhook.units import parse_duration, parse_size
@@ -28,7 +40,6 @@ __all__ = [
     "FieldRef",
     "RetryPolicy",
     "Source",
-    "TokenAuth",
     "load_config",
 ]
 
@@ -44,14 +55,16 @@ _TOP_KEYS = {
     "destinations",
     "retry",
     "concurrency",
+    "admin_token",
+    "trusted_proxies",
+    "read_timeout",
 }
-_SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body"}
+_SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body", "max_depth", "allow_ips"}
 _DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
 _DEST_KEYS_APPRISE = {"url", "format", *_DEST_COMMON}
 _DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", *_DEST_COMMON}
 _RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
 _CONCURRENCY_KEYS = {"total", "per_destination"}
-_AUTH_SCHEMES = ("token",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,21 +102,16 @@ class FieldRef:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenAuth:
-    """A shared secret sent as ?token= or Authorization: Bearer; several allow rotation."""
-
-    tokens: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Source:
     """A sender relayhook accepts events from, at POST /hooks/{name}."""
 
     name: str
     event_type: FieldRef
     event_key: FieldRef | None
-    auth: TokenAuth | None
+    auth: Verifier | None
     max_body: int = 1024 * 1024
+    max_depth: int = 64
+    allow_ips: tuple[Network, ...] = ()  # empty: any address
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,9 @@ class Config:
     concurrency: Concurrency
     rules: tuple[Any, ...] = ()  # tuple[relayhook.rules.Rule, ...]
     redactor: Redactor = field(default_factory=Redactor)
+    admin_token: str | None = None  # None: the /api/ endpoints are off
+    trusted_proxies: tuple[Network, ...] = ()
+    read_timeout: float = 10.0
 
     def summary(self) -> str:
         return (
@@ -303,43 +314,96 @@ def _read_field_ref(
     return None
 
 
-def _read_auth(node: YMap, where: str, problems: Problems) -> TokenAuth | None:
+def _secrets(
+    value: Any, amap: YMap, key: str, what: str, problems: Problems
+) -> tuple[str, ...] | None:
+    values = list(value) if isinstance(value, list) else [value]
+    if not values or any(not isinstance(v, str) or not v for v in values):
+        problems.add(
+            amap.file,
+            amap.line_of(key),
+            f"{what} must be a non-empty string or a list of them (for rotation)",
+        )
+        return None
+    return tuple(values)
+
+
+def _read_hmac(value: Any, amap: YMap, where: str, problems: Problems) -> Verifier | None:
+    hnode = expect_map(value, amap.file, amap.line_of("hmac"), f"{where}: auth: hmac", problems)
+    if hnode is None:
+        return None
+    what = f"{where}: auth: hmac"
+    check_keys(hnode, {"secret", "header", "algorithm", "encoding", "prefix"}, what, problems)
+    r = _Reader(hnode, what, problems)
+    if "secret" not in hnode:
+        problems.add(hnode.file, hnode.line, f"{what}: missing 'secret'")
+        return None
+    secrets = _secrets(hnode["secret"], hnode, "secret", f"{what}: secret", problems)
+    header = r.string("header", required=True)
+    algorithm = r.choice("algorithm", ("sha1", "sha256", "sha512")) or "sha256"
+    encoding = r.choice("encoding", ("hex", "base64")) or "hex"
+    prefix = r.string("prefix", "") or ""
+    if secrets is None or header is None:
+        return None
+    return HmacAuth(secrets, header=header, algorithm=algorithm, encoding=encoding, prefix=prefix)
+
+
+def _read_auth(node: YMap, where: str, problems: Problems) -> tuple[Verifier | None, str | None]:
+    """The source's verifier (None for auth: none) and its scheme name."""
     if "auth" not in node:
         problems.add(
             node.file,
             node.line,
             f"{where}: missing 'auth' (use auth: {{token: ...}}, or auth: none to accept anyone)",
         )
-        return None
+        return None, None
     auth = node["auth"]
     if auth == "none":
-        return None
+        return None, "none"
     amap = expect_map(auth, node.file, node.line_of("auth"), f"{where}: auth", problems)
     if amap is None:
-        return None
+        return None, None
     if len(amap) != 1:
         problems.add(
             amap.file, amap.line, f"{where}: auth must name exactly one scheme, got {len(amap)}"
         )
-        return None
-    ((scheme, secret),) = amap.items()
-    if scheme not in _AUTH_SCHEMES:
+        return None, None
+    ((scheme, value),) = amap.items()
+    if scheme not in AUTH_SCHEMES:
+        # Never fall back to accepting: an unknown scheme is a config error.
         problems.add(
             amap.file,
             amap.line_of(scheme),
-            f"{where}: unknown auth scheme '{scheme}' (known: {', '.join(_AUTH_SCHEMES)})"
-            f"{did_you_mean(scheme, _AUTH_SCHEMES)}",
+            f"{where}: unknown auth scheme '{scheme}' (known: {', '.join(AUTH_SCHEMES)})"
+            f"{did_you_mean(scheme, AUTH_SCHEMES)}",
         )
-        return None
-    tokens = list(secret) if isinstance(secret, list) else [secret]
-    if not tokens or any(not isinstance(t, str) or not t for t in tokens):
-        problems.add(
-            amap.file,
-            amap.line_of(scheme),
-            f"{where}: auth: token must be a non-empty string or a list of them",
-        )
-        return None
-    return TokenAuth(tokens=tuple(tokens))
+        return None, None
+    if scheme == "hmac":
+        return _read_hmac(value, amap, where, problems), scheme
+    secrets = _secrets(value, amap, scheme, f"{where}: auth: {scheme}", problems)
+    if secrets is None:
+        return None, scheme
+    if scheme == "standard_webhooks":
+        for secret in secrets:
+            why = check_standard_secret(secret)
+            if why:
+                problems.add(amap.file, amap.line_of(scheme), f"{where}: auth: {why}")
+                return None, scheme
+    makers: dict[str, Callable[[tuple[str, ...]], Verifier]] = {
+        "token": TokenAuth,
+        "github": GithubAuth,
+        "stripe": StripeAuth,
+        "standard_webhooks": StandardWebhooksAuth,
+    }
+    return makers[scheme](secrets), scheme
+
+
+# What a scheme implies when the source does not say where the type and key are.
+_DEFAULT_TYPE = {"github": FieldRef(header="x-github-event")}
+_DEFAULT_KEY = {
+    "github": FieldRef(header="x-github-delivery"),
+    "standard_webhooks": FieldRef(header="webhook-id"),
+}
 
 
 def _read_source(name: str, node: Any, file: str, line: int, problems: Problems) -> Source | None:
@@ -348,20 +412,37 @@ def _read_source(name: str, node: Any, file: str, line: int, problems: Problems)
     if src is None:
         return None
     check_keys(src, _SOURCE_KEYS, where, problems)
-    event_type = _read_field_ref(
-        src.get("event_type", "event_id"), src, "event_type", where, problems
+    auth, scheme = _read_auth(src, where, problems)
+    event_type = (
+        _read_field_ref(src["event_type"], src, "event_type", where, problems)
+        if "event_type" in src
+        else _DEFAULT_TYPE.get(scheme or "", FieldRef(path=("event_id",)))
     )
     event_key = (
         _read_field_ref(src["event_key"], src, "event_key", where, problems)
         if "event_key" in src
-        else None
+        else _DEFAULT_KEY.get(scheme or "")
     )
-    auth = _read_auth(src, where, problems)
-    max_body = _Reader(src, where, problems).size("max_body", 1024 * 1024)
+    r = _Reader(src, where, problems)
+    max_body = r.size("max_body", 1024 * 1024)
+    max_depth = r.integer("max_depth", 64, minimum=1)
+    allow_ips: tuple[Network, ...] = ()
+    if "allow_ips" in src:
+        values = src["allow_ips"] if isinstance(src["allow_ips"], list) else [src["allow_ips"]]
+        networks, bad = parse_networks(values)
+        for value in bad:
+            r.fail("allow_ips", f"'{value}' is not an address or CIDR such as 192.0.2.0/24")
+        allow_ips = tuple(networks)
     if event_type is None:
         return None
     return Source(
-        name=name, event_type=event_type, event_key=event_key, auth=auth, max_body=max_body
+        name=name,
+        event_type=event_type,
+        event_key=event_key,
+        auth=auth,
+        max_body=max_body,
+        max_depth=max_depth,
+        allow_ips=allow_ips,
     )
 
 
@@ -512,6 +593,16 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         if "retry" in top
         else RetryPolicy()
     )
+    admin_token = r.string("admin_token")
+    if admin_token is not None and len(admin_token) < 16:
+        r.fail("admin_token", "must be at least 16 characters")
+    read_timeout = r.duration("read_timeout", 10.0)
+    trusted_values = top.get("trusted_proxies", [])
+    trusted, bad = parse_networks(
+        trusted_values if isinstance(trusted_values, list) else [trusted_values]
+    )
+    for value in bad:
+        r.fail("trusted_proxies", f"'{value}' is not an address or CIDR such as 10.0.0.0/8")
     concurrency = Concurrency()
     if "concurrency" in top:
         cnode = expect_map(
@@ -554,10 +645,10 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         declared_destinations=set(dnode or ()),
     )
 
-    secrets: set[str] = set()
+    secrets: set[str] = {admin_token} if admin_token else set()
     for src in sources.values():
         if src.auth is not None:
-            secrets.update(src.auth.tokens)
+            secrets.update(src.auth.secrets)
     for dest in destinations.values():
         secrets.update(url_secrets(dest.url))
         secrets.update(v for k, v in dest.headers if k.lower() in {"authorization", "x-api-key"})
@@ -577,4 +668,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         concurrency=concurrency,
         rules=tuple(rules),
         redactor=Redactor(secrets),
+        admin_token=admin_token,
+        trusted_proxies=tuple(trusted),
+        read_timeout=read_timeout,
     )

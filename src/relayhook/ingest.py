@@ -18,8 +18,20 @@ __all__ = ["dedupe_key", "event_type_of", "parse_body"]
 MAX_KEY_LENGTH = 512
 
 
-def parse_body(raw: bytes) -> Any:
-    """The JSON document in raw; EventError(400) when it is not JSON."""
+def _depth(document: Any) -> int:
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def parse_body(raw: bytes, max_depth: int = 64) -> Any:
+    """The JSON document in raw; EventError(400) when it is not JSON or nests too deeply."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -27,13 +39,18 @@ def parse_body(raw: bytes) -> Any:
     if not text.strip():
         raise EventError(400, "request body is empty; expected a JSON document")
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as e:
         raise EventError(
             400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
     except RecursionError:
-        raise EventError(400, "request body is nested too deeply") from None
+        raise EventError(400, f"request body nests deeper than {max_depth} levels") from None
+    # Counting brackets is cheap, and only a body with more of them than the limit can
+    # nest past it, so most events skip the walk. Far deeper bodies stop the parser itself.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(document) > max_depth:
+        raise EventError(400, f"request body nests deeper than {max_depth} levels")
+    return document
 
 
 def event_type_of(source: Source, body: Any, headers: Mapping[str, str]) -> str:
