@@ -16,6 +16,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 
 from relayhook import deliverylog as log
+from relayhook.api import admin_router
 from relayhook.auth import TokenAuth, address_allowed, client_address
 from relayhook.dispatch import Dispatcher, Runtime
 from relayhook.errors import EventError
@@ -148,7 +149,7 @@ def create_app(
         return _error(500, "internal error; see the relayhook log")
 
     return Litestar(
-        route_handlers=[receive, healthz, readyz],
+        route_handlers=[receive, healthz, readyz, admin_router(runtime, store)],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         openapi_config=None,
         logging_config=None,

@@ -186,17 +186,9 @@ def list_deliveries(
     since: float | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("d.state", state), ("d.rule", rule), ("d.destination", destination)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if since is not None:
-        where.append("d.created_at >= ?")
-        args.append(since)
-    # Only fixed column names are joined in; every value is a bound parameter.
-    clause = " WHERE " + " AND ".join(where) if where else ""
+    clause, args = _where(
+        {"d.state": state, "d.rule": rule, "d.destination": destination}, "d.created_at", since
+    )
     sql = _LIST_SQL + clause + " ORDER BY d.id DESC LIMIT ?"
     return [dict(row) for row in conn.execute(sql, [*args, limit])]
 
@@ -252,3 +244,51 @@ def dead_since(conn: sqlite3.Connection, since: float) -> list[int]:
             (since,),
         )
     ]
+
+
+_EVENTS_SQL = (
+    "SELECT e.id, e.source, e.event_key, e.event_type, e.received_at, e.state,"
+    " (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries FROM events e"
+)
+
+
+def _where(
+    equal: dict[str, object | None], since_column: str, since: float | None
+) -> tuple[str, list[object]]:
+    """A WHERE clause of fixed column names, every value a bound parameter."""
+    terms = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args = [value for value in equal.values() if value is not None]
+    if since is not None:
+        terms.append(f"{since_column} >= ?")
+        args.append(since)
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    *,
+    state: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    clause, args = _where({"e.state": state}, "e.received_at", since)
+    sql = _EVENTS_SQL + clause + " ORDER BY e.id DESC LIMIT ?"
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def get_event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
+    """An event with its body and the summary of each of its deliveries, or None."""
+    row = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        return None
+    event = dict(row)
+    event["headers"] = json.loads(event["headers"])
+    event["deliveries"] = [
+        dict(d)
+        for d in conn.execute(
+            "SELECT id, rule, destination, item_index, state, attempts, last_error"
+            " FROM deliveries WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+    ]
+    return event

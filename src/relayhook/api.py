@@ -1,0 +1,145 @@
+"""The admin API under /api/: read the log and replay deliveries, behind an admin token.
+
+Served only when `admin_token` is configured; never unauthenticated. The token travels
+only as `Authorization: Bearer ...`, never in a URL where access logs would keep it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Parameter
+
+from relayhook import deliverylog as log
+from relayhook.dispatch import Runtime
+from relayhook.store import Store
+from relayhook.units import parse_duration
+
+__all__ = ["admin_router"]
+
+_LIMIT_MAX = 1000
+
+
+def admin_router(runtime: Callable[[], Runtime], store: Store) -> Router:
+    """Routes for /api/, guarded by the admin token of the config in force."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        token = runtime().config.admin_token
+        header = connection.headers.get("authorization", "")
+        offered = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not token:
+            raise NotAuthorizedException("the admin API is off: set admin_token in the config")
+        if not offered:
+            raise NotAuthorizedException("missing admin token: send Authorization: Bearer ...")
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise NotAuthorizedException("invalid admin token")
+
+    def reply(data: Any, status: int = 200) -> Response[bytes]:
+        text = runtime().config.redactor(json.dumps(data, ensure_ascii=False))
+        return Response(text.encode(), status_code=status, media_type="application/json")
+
+    def not_found(what: str, ident: int) -> Response[bytes]:
+        return reply({"error": f"no {what} {ident}"}, 404)
+
+    def since_of(value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return time.time() - parse_duration(value)
+        except ValueError as e:
+            raise ValidationException(f"since: {e}") from None
+
+    @get("/events")
+    async def events(
+        state_filter: Annotated[str | None, Parameter(query="state")] = None,
+        since: str | None = None,
+        limit: int = 100,
+    ) -> Response[bytes]:
+        cutoff = since_of(since)
+        rows = await store.run(
+            lambda c: log.list_events(
+                c, state=state_filter, since=cutoff, limit=min(limit, _LIMIT_MAX)
+            )
+        )
+        return reply(rows)
+
+    @get("/events/{event_id:int}")
+    async def event(event_id: int) -> Response[bytes]:
+        found = await store.run(lambda c: log.get_event(c, event_id))
+        return reply(found) if found else not_found("event", event_id)
+
+    @get("/deliveries")
+    async def deliveries(
+        status: str | None = None,
+        rule: str | None = None,
+        destination: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+    ) -> Response[bytes]:
+        cutoff = since_of(since)
+        rows = await store.run(
+            lambda c: log.list_deliveries(
+                c,
+                state=status,
+                rule=rule,
+                destination=destination,
+                since=cutoff,
+                limit=min(limit, _LIMIT_MAX),
+            )
+        )
+        return reply(rows)
+
+    @get("/deliveries/{delivery_id:int}")
+    async def delivery(delivery_id: int) -> Response[bytes]:
+        found = await store.run(lambda c: log.get_delivery(c, delivery_id))
+        return reply(found) if found else not_found("delivery", delivery_id)
+
+    @post("/deliveries/{delivery_id:int}/replay")
+    async def replay_one(delivery_id: int) -> Response[bytes]:
+        made = await store.run(lambda c: log.replay(c, [delivery_id], time.time()))
+        if not made:
+            return reply(
+                {"error": f"delivery {delivery_id} is unknown, or not delivered/dead"}, 409
+            )
+        return reply({"replayed": [{"original": o, "new": n} for o, n in made]}, 201)
+
+    @post("/replay")
+    async def replay_many(request: Request[Any, Any, Any]) -> Response[bytes]:
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unreadable body is the client's error
+            body = None
+        ids, dead_since = (
+            (body.get("ids"), body.get("dead_since")) if isinstance(body, dict) else (None, None)
+        )
+        if (ids is None) == (dead_since is None):
+            return reply({"error": 'send {"ids": [1, 2]} or {"dead_since": "24h"}'}, 400)
+        if ids is not None and not (isinstance(ids, list) and all(type(i) is int for i in ids)):
+            return reply({"error": "ids must be a list of delivery ids"}, 400)
+        if dead_since is not None and not isinstance(dead_since, str):
+            return reply({"error": "dead_since must be a duration such as 24h"}, 400)
+        try:
+            cutoff = since_of(dead_since)
+        except ValidationException as e:
+            return reply({"error": f"dead_{e.detail}"}, 400)
+
+        def run(conn: Any) -> list[tuple[int, int]]:
+            chosen = ids if ids is not None else log.dead_since(conn, cutoff or 0.0)
+            return log.replay(conn, chosen, time.time())
+
+        made = await store.run(run)
+        return reply({"replayed": [{"original": o, "new": n} for o, n in made]})
+
+    return Router(
+        path="/api",
+        route_handlers=[events, event, deliveries, delivery, replay_one, replay_many],
+        guards=[guard],
+    )
