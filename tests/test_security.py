@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from relayhook.auth import GithubAuth, HmacAuth, StandardWebhooksAuth, StripeAuth
 from conftest import run_relayhook
+from relayhook.auth import GithubAuth, HmacAuth, StandardWebhooksAuth, StripeAuth
 from support import HTTPSink, db_count, running, wait_for
 
 GITHUB_SECRET = "It's a Secret to Everybody"
