@@ -10,7 +10,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
@@ -23,12 +23,20 @@ from relayhook.dispatch import Runtime
 from relayhook.store import Store
 from relayhook.units import parse_duration
 
-__all__ = ["admin_router"]
+__all__ = ["Control", "admin_router"]
 
 _LIMIT_MAX = 1000
 
 
-def admin_router(runtime: Callable[[], Runtime], store: Store) -> Router:
+class Control(Protocol):
+    """What the running daemon offers the API beyond the log: reload and status."""
+
+    async def reload(self) -> tuple[bool, list[str]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def admin_router(runtime: Callable[[], Runtime], store: Store, control: Control | None) -> Router:
     """Routes for /api/, guarded by the admin token of the config in force."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -138,8 +146,37 @@ def admin_router(runtime: Callable[[], Runtime], store: Store) -> Router:
         made = await store.run(run)
         return reply({"replayed": [{"original": o, "new": n} for o, n in made]})
 
+    @post("/reload")
+    async def reload() -> Response[bytes]:
+        if control is None:
+            return reply({"error": "reload is not available here"}, 501)
+        ok, problems = await control.reload()
+        if ok:
+            return reply({"reloaded": True, "config": runtime().config.summary()})
+        return reply(
+            {
+                "reloaded": False,
+                "error": "the config has problems; the old one stays in force",
+                "problems": problems,
+            },
+            422,
+        )
+
+    @get("/status")
+    async def status() -> Response[bytes]:
+        return reply(control.status() if control else {"config": runtime().config.summary()})
+
     return Router(
         path="/api",
-        route_handlers=[events, event, deliveries, delivery, replay_one, replay_many],
+        route_handlers=[
+            events,
+            event,
+            deliveries,
+            delivery,
+            replay_one,
+            replay_many,
+            reload,
+            status,
+        ],
         guards=[guard],
     )

@@ -68,11 +68,17 @@ def cli() -> None:
     show_default=True,
     help="Least severe log lines shown.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON lines unless stdout is a terminal.",
+)
 @config_option
-def serve(listen: str | None, log_level: str, config_path: str) -> None:
-    """Run the relay daemon until SIGTERM or SIGINT."""
+def serve(listen: str | None, log_level: str, log_format: str, config_path: str) -> None:
+    """Run the relay daemon: SIGHUP reloads, SIGTERM drains and exits."""
     import dataclasses
-    import logging
 
     from relayhook.config import parse_listen
     from relayhook.daemon import serve as run
@@ -84,10 +90,7 @@ def serve(listen: str | None, log_level: str, config_path: str) -> None:
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--listen") from None
         config = dataclasses.replace(config, listen_host=host, listen_port=port)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    run(config)
+    run(config, log_level, {"auto": None, "json": True, "text": False}[log_format])
 
 
 @cli.command()
@@ -406,3 +409,37 @@ def replay(delivery_ids: tuple[int, ...], dead: bool, since: str | None, config_
         _fail(f"not replayed (unknown, or not delivered/dead): {', '.join(map(str, skipped))}")
     if not made:
         click.echo("nothing to replay")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="DURATION",
+    help="Remove finished events and their deliveries older than this (e.g. 30d).",
+)
+@config_option
+def prune(older_than: str, config_path: str) -> None:
+    """Delete old finished work; pending and retrying deliveries are never touched."""
+    try:
+        age = parse_duration(older_than)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--older-than") from None
+    conn, _ = _database(config_path)
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    before = os.path.getsize(path)
+    cutoff = time.time() - age
+    totals = [0, 0, 0]
+    while True:
+        with store.transaction(conn):
+            done = dl.prune(conn, cutoff)
+        if done is None:
+            break
+        totals = [a + b for a, b in zip(totals, done, strict=True)]
+    store.shrink(conn)
+    after = os.path.getsize(path)
+    click.echo(
+        f"pruned {totals[0]} events, {totals[1]} deliveries, {totals[2]} attempts;"
+        f" database {before:,} -> {after:,} bytes"
+    )

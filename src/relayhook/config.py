@@ -58,6 +58,8 @@ _TOP_KEYS = {
     "admin_token",
     "trusted_proxies",
     "read_timeout",
+    "retention",
+    "shutdown_timeout",
 }
 _SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body", "max_depth", "allow_ips"}
 _DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
@@ -161,6 +163,8 @@ class Config:
     admin_token: str | None = None  # None: the /api/ endpoints are off
     trusted_proxies: tuple[Network, ...] = ()
     read_timeout: float = 10.0
+    shutdown_timeout: float = 10.0  # how long SIGTERM waits for deliveries in flight
+    retention: float | None = None  # finished work older than this is pruned; None: kept
 
     def summary(self) -> str:
         return (
@@ -597,6 +601,8 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     if admin_token is not None and len(admin_token) < 16:
         r.fail("admin_token", "must be at least 16 characters")
     read_timeout = r.duration("read_timeout", 10.0)
+    shutdown_timeout = r.duration("shutdown_timeout", 10.0)
+    retention = r.duration("retention", 0.0) or None
     trusted_values = top.get("trusted_proxies", [])
     trusted, bad = parse_networks(
         trusted_values if isinstance(trusted_values, list) else [trusted_values]
@@ -671,4 +677,6 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         admin_token=admin_token,
         trusted_proxies=tuple(trusted),
         read_timeout=read_timeout,
+        shutdown_timeout=shutdown_timeout,
+        retention=retention,
     )

@@ -1,97 +1,210 @@
 """`relayhook serve`: wire config, store, dispatcher and HTTP together; own the signals.
 
 Signals are handled here and nowhere else, so everything below can run inside tests.
+SIGTERM/SIGINT drain and exit 0; SIGHUP reloads. systemd hears READY once the socket
+listens, RELOADING/READY around a reload, STOPPING on the way out, and watchdog pings
+sent from the event loop, so a stalled loop stops them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
+from relayhook import deliverylog as log
 from relayhook.app import create_app
-from relayhook.config import Config
+from relayhook.config import Config, load_config
 from relayhook.dispatch import Dispatcher, Runtime
-from relayhook.store import Store
+from relayhook.errors import ConfigError
+from relayhook.logs import setup_logging
+from relayhook.metrics import Metrics
+from relayhook.store import Store, shrink
+from relayhook.systemd import Notifier
 
-__all__ = ["serve"]
+__all__ = ["Daemon", "serve"]
 
 logger = logging.getLogger("relayhook")
-DRAIN_TIMEOUT = 10.0
+PRUNE_EVERY = 3600.0
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: it re-raises SIGTERM after shutdown,
-    which would kill us before the drain and the final commit."""
+    """uvicorn without its own signal handling (it re-raises SIGTERM after shutdown, which
+    would kill us before the drain), telling systemd once the socket listens."""
+
+    notifier: Notifier | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
-
-class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record before any handler formats it."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
-        self.runtime = runtime
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.runtime.config.redactor(record.getMessage())
-        record.args = None
-        return True
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.notifier is not None:
+            self.notifier.ready()
 
 
-async def _serve(config: Config) -> None:
-    runtime = Runtime(config)
-    store = Store(config.database)
-    dispatcher = Dispatcher(store, runtime)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter(runtime))
-    app = create_app(lambda: runtime, store, dispatcher)
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=config.listen_host,
-            port=config.listen_port,
-            loop="none",
-            http="httptools",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
+class Daemon:
+    """The running relay: reload, status, periodic pruning, watchdog."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config_path = config.path
+        self.listen = (config.listen_host, config.listen_port)
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.store = Store(config.database)
+        self.dispatcher = Dispatcher(self.store, Runtime(config), self.metrics)
+        self.started_at = time.time()
+        self.last_reload: dict[str, Any] = {"ok": True, "at": self.started_at, "problems": []}
+        self._reload_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def config(self) -> Config:
+        return self.dispatcher.runtime.config
+
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Load, check and compile the whole new config, then swap it in one step.
+
+        On any problem the running config stays in force, and the problems are logged
+        (file:line), kept for /api/status and shown in /metrics.
+        """
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                config = await asyncio.to_thread(load_config, self.config_path)
+                # The socket and the database cannot move under a running process.
+                config = dataclasses.replace(
+                    config,
+                    listen_host=self.listen[0],
+                    listen_port=self.listen[1],
+                    database=self.config.database,
+                )
+                runtime = Runtime(config)
+            except ConfigError as e:
+                problems = [str(p) for p in e.problems]
+            except Exception as e:  # noqa: BLE001 - whatever breaks, the old config stays
+                problems = [f"{self.config_path}: {type(e).__name__}: {e}"]
+            else:
+                self.dispatcher.swap(runtime)
+                self.metrics.reloaded(True)
+                self.last_reload = {"ok": True, "at": time.time(), "problems": []}
+                logger.info("config reloaded: %s", config.summary())
+                self.notifier.ready("serving")
+                return True, []
+            self.metrics.reloaded(False)
+            self.last_reload = {"ok": False, "at": time.time(), "problems": problems}
+            for problem in problems:
+                logger.error("reload failed, keeping the running config: %s", problem)
+            self.notifier.ready("serving (last reload failed)")
+            return False, problems
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "config": self.config_path,
+            "summary": self.config.summary(),
+            "started_at": self.started_at,
+            "last_reload": self.last_reload,
+            "deliveries_in_flight": self.dispatcher.in_flight,
+        }
+
+    async def _watchdog(self, interval: float) -> None:
+        # From the event loop on purpose: if the loop stalls, the pings stop.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            retention = self.config.retention
+            if retention:
+                await prune_store(self.store, time.time() - retention)
+            await asyncio.sleep(PRUNE_EVERY)
+
+    async def run(self) -> None:
+        config = self.config
+        app = create_app(self.dispatcher, self.store, control=self)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=config.listen_host,
+                port=config.listen_port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=max(1, int(config.shutdown_timeout)),
+            )
         )
-    )
-    loop = asyncio.get_running_loop()
+        server.notifier = self.notifier
+        loop = asyncio.get_running_loop()
 
-    def stop(signame: str) -> None:
-        logger.info("%s received: shutting down", signame)
-        server.should_exit = True
+        def stop(signame: str) -> None:
+            logger.info("%s received: shutting down", signame)
+            self.notifier.stopping()
+            server.should_exit = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop, sig.name)
-    await dispatcher.start()
-    logger.info(
-        "relayhook serving on %s:%d (%s)", config.listen_host, config.listen_port, config.summary()
-    )
-    try:
-        await server.serve()
-    finally:
-        await dispatcher.stop(DRAIN_TIMEOUT)
-        await runtime.close()
-        store.close()
-        logger.info("relayhook stopped")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        await self.dispatcher.start()
+        if self.notifier.watchdog_interval:
+            self._spawn(self._watchdog(self.notifier.watchdog_interval))
+        self._spawn(self._prune_loop())
+        logger.info("relayhook serving on %s:%d (%s)", *self.listen, config.summary())
+        try:
+            await server.serve()
+        finally:
+            self.notifier.stopping()
+            for task in self._tasks:
+                task.cancel()
+            await self.dispatcher.stop(self.config.shutdown_timeout)
+            await self.dispatcher.runtime.close()
+            self.store.close()
+            logger.info("relayhook stopped")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
 
-def serve(config: Config) -> None:
+async def prune_store(store: Store, cutoff: float) -> tuple[int, int, int]:
+    """Delete finished work older than cutoff in small transactions, then shrink the file."""
+    totals = [0, 0, 0]
+    while True:
+        done = await store.run(lambda c: log.prune(c, cutoff))
+        if done is None:
+            break
+        totals = [a + b for a, b in zip(totals, done, strict=True)]
+    if totals[0]:
+        await store.run(shrink, transaction=False)
+        logger.info("pruned %d events, %d deliveries, %d attempts", *totals)
+    return totals[0], totals[1], totals[2]
+
+
+def serve(config: Config, log_level: str = "info", log_json: bool | None = None) -> None:
     """Run until SIGTERM or SIGINT; exit cleanly after draining."""
+    running: list[Daemon] = []
+    setup_logging(
+        log_level, lambda: (running[0].config if running else config).redactor, as_json=log_json
+    )
+
+    async def main() -> None:
+        running.append(Daemon(config))
+        await running[0].run()
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - platforms without uvloop
-        asyncio.run(_serve(config))
+        asyncio.run(main())
     else:
-        uvloop.run(_serve(config))
+        uvloop.run(main())

@@ -108,6 +108,7 @@ class Claimed:
     format: str
     attempts: int
     event_id: int
+    received_at: float
 
 
 def claim_due(conn: sqlite3.Connection, destination: str, limit: int, now: float) -> list[Claimed]:
@@ -116,7 +117,8 @@ def claim_due(conn: sqlite3.Connection, destination: str, limit: int, now: float
         "UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id IN ("
         " SELECT id FROM deliveries WHERE destination = ? AND state IN ('pending', 'retrying')"
         " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
-        " RETURNING id, destination, title, body, format, attempts, event_id",
+        " RETURNING id, destination, title, body, format, attempts, event_id,"
+        " (SELECT received_at FROM events WHERE events.id = deliveries.event_id)",
         (now, destination, now, limit),
     ).fetchall()
     return [Claimed(*row) for row in rows]
@@ -292,3 +294,54 @@ def get_event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
         )
     ]
     return event
+
+
+def queue_stats(conn: sqlite3.Connection, now: float) -> tuple[dict[str, int], float, int]:
+    """Deliveries per unfinished state, the oldest one's age, and events awaiting routing."""
+    depth = {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying',"
+            " 'sending') GROUP BY state"
+        )
+    }
+    oldest = conn.execute(
+        "SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')"
+    ).fetchone()[0]
+    awaiting = conn.execute("SELECT COUNT(*) FROM events WHERE state = 'received'").fetchone()[0]
+    return depth, (now - oldest) if oldest is not None else 0.0, int(awaiting)
+
+
+def prune(
+    conn: sqlite3.Connection, cutoff: float, batch: int = 2000
+) -> tuple[int, int, int] | None:
+    """Delete up to batch finished events older than cutoff, with their deliveries and attempts.
+
+    An event goes only when it was received before the cutoff and none of its deliveries is
+    unfinished or touched since: pending and retrying work is never pruned. Returns the
+    (events, deliveries, attempts) deleted, or None when nothing was left to delete.
+    """
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT e.id FROM events e WHERE e.received_at < ? AND e.state != 'received'"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND"
+            " (d.state IN ('pending', 'retrying', 'sending') OR d.updated_at >= ?))"
+            " ORDER BY e.id LIMIT ?",
+            (cutoff, cutoff, batch),
+        )
+    ]
+    if not ids:
+        return None
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS prune_ids (id INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM prune_ids")
+    conn.executemany("INSERT INTO prune_ids VALUES (?)", [(i,) for i in ids])
+    attempts = conn.execute(
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id IN"
+        " (SELECT id FROM prune_ids))"
+    ).rowcount
+    deliveries = conn.execute(
+        "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM prune_ids)"
+    ).rowcount
+    events = conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM prune_ids)").rowcount
+    return events, deliveries, attempts

@@ -23,6 +23,7 @@ import tenacity
 from relayhook import deliverylog as log
 from relayhook.config import Config, RetryPolicy
 from relayhook.deliver import Outcome, Sender, make_sender
+from relayhook.metrics import Metrics
 from relayhook.router import InboundEvent, Message, route
 
 __all__ = ["Dispatcher", "Runtime", "backoff"]
@@ -43,13 +44,37 @@ def backoff(attempt_number: int, policy: RetryPolicy) -> float:
 
 
 class Runtime:
-    """The config in force and a sender per destination; swapped whole on reload."""
+    """The config in force and a sender per destination; swapped whole on reload.
+
+    A retired runtime closes its senders once the last attempt using them is done.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.senders: dict[str, Sender] = {
             name: make_sender(dest) for name, dest in config.destinations.items()
         }
+        self._users = 0
+        self._retired = False
+        self._closing: asyncio.Task[None] | None = None
+
+    def acquire(self) -> Runtime:
+        self._users += 1
+        return self
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._retired and self._users == 0:
+            self._close_soon()
+
+    def retire(self) -> None:
+        self._retired = True
+        if self._users == 0:
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.close())
 
     async def close(self) -> None:
         for sender in self.senders.values():
@@ -64,10 +89,15 @@ class Dispatcher:
     """Owns the routing loop, the delivery scheduler and the attempts in flight."""
 
     def __init__(
-        self, store: Any, runtime: Runtime, clock: Callable[[], float] = time.time
+        self,
+        store: Any,
+        runtime: Runtime,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.runtime = runtime
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self._route_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
@@ -89,6 +119,13 @@ class Dispatcher:
             asyncio.create_task(self._route_loop(), name="relayhook-router"),
             asyncio.create_task(self._send_loop(), name="relayhook-scheduler"),
         ]
+
+    def swap(self, runtime: Runtime) -> None:
+        """Put a new config in force; attempts already running finish on the old one."""
+        old, self.runtime = self.runtime, runtime
+        old.retire()
+        self._route_wake.set()
+        self._send_wake.set()
 
     @property
     def running(self) -> bool:
@@ -127,6 +164,11 @@ class Dispatcher:
                 await self._wait(self._route_wake, _IDLE_POLL)
                 continue
             plan = [(row["id"], self._route_one(row)) for row in rows]
+            for _, messages in plan:
+                self.metrics.routed.labels("routed" if messages else "unrouted").inc()
+                for m in messages:
+                    if m.error:
+                        self.metrics.notifications.labels(m.destination, "failed").inc()
             now = self.clock()
 
             def save(
@@ -150,16 +192,29 @@ class Dispatcher:
             )
             outcomes = route(config.rules, config.destinations, event)
         except Exception:
-            logger.exception("event %s could not be routed; kept as unrouted", row["id"])
+            logger.exception(
+                "event %s could not be routed; kept as unrouted",
+                row["id"],
+                extra={"event_id": row["id"]},
+            )
             return []
         messages = [m for o in outcomes for m in o.messages]
         for o in outcomes:
             if o.error:
                 logger.warning(
-                    "event %s: rule %s failed: %s", row["id"], o.rule.name, config.redactor(o.error)
+                    "event %s: rule %s failed: %s",
+                    row["id"],
+                    o.rule.name,
+                    o.error,
+                    extra={"event_id": row["id"], "rule": o.rule.name},
                 )
         if not messages:
-            logger.info("event %s (%s) matched no rule", row["id"], row["event_type"])
+            logger.info(
+                "event %s (%s) matched no rule",
+                row["id"],
+                row["event_type"],
+                extra={"event_id": row["id"], "event_type": row["event_type"]},
+            )
         return messages
 
     # -- sending ---------------------------------------------------------------------------
@@ -209,7 +264,7 @@ class Dispatcher:
             await self._wait(self._send_wake, delay)
 
     async def _attempt(self, row: log.Claimed) -> None:
-        runtime = self.runtime
+        runtime = self.runtime.acquire()
         dest = runtime.config.destinations.get(row.destination)
         sender = runtime.senders.get(row.destination)
         try:
@@ -250,6 +305,13 @@ class Dispatcher:
                     now,
                 )
             )
+            self.metrics.attempts.labels(row.destination, outcome.label).inc()
+            if state in ("delivered", "dead"):
+                self.metrics.notifications.labels(row.destination, state).inc()
+            if state == "delivered":
+                self.metrics.latency.labels(row.destination).observe(
+                    max(0.0, now - row.received_at)
+                )
             level = logging.INFO if outcome.ok else logging.WARNING
             logger.log(
                 level,
@@ -259,9 +321,17 @@ class Dispatcher:
                 number,
                 state,
                 f": {error}" if error else "",
+                extra={
+                    "delivery_id": row.id,
+                    "event_id": row.event_id,
+                    "destination": row.destination,
+                    "attempt": number,
+                    "outcome": state,
+                },
             )
         finally:
             self._inflight[row.destination] -= 1
+            runtime.release()
             self._send_wake.set()
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:

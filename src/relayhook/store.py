@@ -83,6 +83,23 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m002_unfinished_index(db: sqlite_utils.Database) -> None:
+    # For the age of the oldest unfinished delivery, read at every /metrics scrape.
+    db.execute(
+        "CREATE INDEX deliveries_unfinished ON deliveries (created_at)"
+        " WHERE state IN ('pending', 'retrying', 'sending')"
+    )
+
+
+@migrations(transactional=False)
+def m003_incremental_vacuum(db: sqlite_utils.Database) -> None:
+    # So that pruning can hand pages back to the file system (new files get it at creation).
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("VACUUM")
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -99,8 +116,15 @@ def migrate(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new, empty file
         conn.execute("PRAGMA journal_mode=WAL")
         migrations.apply(sqlite_utils.Database(conn))
+
+
+def shrink(conn: sqlite3.Connection) -> None:
+    """Return free pages to the file system; outside any transaction."""
+    conn.execute("PRAGMA incremental_vacuum")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 @contextlib.contextmanager
@@ -115,7 +139,9 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_Job = tuple[
+    Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, bool
+]
 
 
 class Store:
@@ -129,11 +155,15 @@ class Store:
         self._thread = threading.Thread(target=self._run, name="relayhook-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run fn(conn) inside the next group transaction; return once it is committed."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, transaction: bool = True) -> T:
+        """Run fn(conn) inside the next group transaction; return once it is committed.
+
+        With transaction=False fn runs alone, outside any transaction (for VACUUM and
+        checkpoints).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop))
+        self._queue.put((fn, future, loop, transaction))
         return await future
 
     def close(self) -> None:
@@ -143,10 +173,15 @@ class Store:
 
     def _run(self) -> None:
         stopping = False
+        held: _Job | None = None
         while not stopping:
-            job = self._queue.get()
+            job = held if held is not None else self._queue.get()
+            held = None
             if job is None:
                 break
+            if not job[3]:
+                self._alone(job)
+                continue
             batch = [job]
             while len(batch) < _BATCH:
                 try:
@@ -156,15 +191,28 @@ class Store:
                 if more is None:
                     stopping = True
                     break
+                if not more[3]:
+                    held = more  # runs after this batch commits
+                    break
                 batch.append(more)
             self._commit(batch)
+        if held is not None:
+            self._alone(held)
+
+    def _alone(self, job: _Job) -> None:
+        fn, future, loop, _ = job
+        try:
+            result, error = fn(self._conn), None
+        except Exception as e:  # noqa: BLE001 - handed to the awaiting caller
+            result, error = None, e
+        loop.call_soon_threadsafe(_settle, future, result, error)
 
     def _commit(self, batch: list[_Job]) -> None:
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            for fn, _, _, _ in batch:
                 # A savepoint per job: one failing job does not undo its neighbours.
                 conn.execute("SAVEPOINT job")
                 try:
@@ -179,7 +227,7 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             outcomes = [(None, e)] * len(batch)
-        for (_, future, loop), (result, error) in zip(batch, outcomes, strict=True):
+        for (_, future, loop, _), (result, error) in zip(batch, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, result, error)
 
 
