@@ -126,7 +126,8 @@ class Daemon:
             retention = self.config.retention
             if retention:
                 await prune_store(self.store, time.time() - retention)
-            await asyncio.sleep(PRUNE_EVERY)
+            # Hourly, or more often for a short retention, so the bound holds.
+            await asyncio.sleep(min(PRUNE_EVERY, max(1.0, (retention or PRUNE_EVERY) / 4)))
 
     async def run(self) -> None:
         config = self.config

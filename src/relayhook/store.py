@@ -123,7 +123,9 @@ def migrate(path: str) -> None:
 
 def shrink(conn: sqlite3.Connection) -> None:
     """Return free pages to the file system; outside any transaction."""
-    conn.execute("PRAGMA incremental_vacuum")
+    # sqlite3's execute() steps this pragma once, freeing one page; executescript() runs
+    # it to the end.
+    conn.executescript("PRAGMA incremental_vacuum;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 

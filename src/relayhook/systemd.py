@@ -23,6 +23,7 @@ class Notifier:
         path = env.get("NOTIFY_SOCKET", "")
         self._address = "\0" + path[1:] if path.startswith("@") else path
         self.watchdog_interval: float | None = None
+        self._stopping = False
         usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             # systemd's advice: ping at half the timeout.
@@ -45,6 +46,10 @@ class Notifier:
         return self.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading")
 
     def stopping(self) -> bool:
+        """Once per process: a signal and the way out both announce it."""
+        if self._stopping:
+            return False
+        self._stopping = True
         return self.send("STOPPING=1", "STATUS=stopping")
 
     def watchdog(self) -> bool:
