@@ -20,7 +20,6 @@ __all__ = [
     "claim_due",
     "events_to_route",
     "get_delivery",
-    "insert_event",
     "list_deliveries",
     "next_due_at",
     "record_attempt",
@@ -35,29 +34,6 @@ ACTIVE_STATES = ("pending", "retrying", "sending")
 FINAL_STATES = ("delivered", "dead", "failed")
 
 
-def insert_event(
-    conn: sqlite3.Connection,
-    source: str,
-    key: str,
-    event_type: str,
-    received_at: float,
-    headers: dict[str, str],
-    body: str,
-) -> tuple[int, bool]:
-    """Store an accepted event: (event id, True when the (source, key) was already known)."""
-    cur = conn.execute(
-        "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING",
-        (source, key, event_type, received_at, json.dumps(headers), body),
-    )
-    if cur.rowcount == 1:
-        return int(cur.lastrowid or 0), False
-    row = conn.execute(
-        "SELECT id FROM events WHERE source = ? AND event_key = ?", (source, key)
-    ).fetchone()
-    return int(row[0]), True
-
-
 def events_to_route(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
     return conn.execute(
         "SELECT id, source, event_type, received_at, headers, body FROM events"
@@ -68,8 +44,19 @@ def events_to_route(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
 
 def save_routing(
     conn: sqlite3.Connection, event_id: int, messages: Sequence[Message], now: float
-) -> None:
-    """One delivery per message (failed when it did not render), and the event's new state."""
+) -> bool:
+    """One delivery per message (failed when it did not render), and the event's new state.
+
+    Only an event still waiting to be routed is: routing the same event twice (say, from
+    the in-memory hint and a database scan) creates its deliveries once. Returns whether
+    this call routed it.
+    """
+    state = "routed" if messages else "unrouted"
+    cur = conn.execute(
+        "UPDATE events SET state = ? WHERE id = ? AND state = 'received'", (state, event_id)
+    )
+    if cur.rowcount != 1:
+        return False
     conn.executemany(
         "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
         " state, next_attempt_at, created_at, updated_at, last_error)"
@@ -92,9 +79,7 @@ def save_routing(
             for m in messages
         ],
     )
-    conn.execute(
-        "UPDATE events SET state = ? WHERE id = ?", ("routed" if messages else "unrouted", event_id)
-    )
+    return True
 
 
 @dataclass(frozen=True, slots=True)

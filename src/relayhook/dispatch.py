@@ -13,9 +13,9 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import tenacity
@@ -30,6 +30,7 @@ __all__ = ["Dispatcher", "Runtime", "backoff"]
 
 logger = logging.getLogger("relayhook.dispatch")
 _ROUTE_BATCH = 256
+_FRESH_MAX = 10_000  # events held in memory for routing; past this, read from the database
 _IDLE_POLL = 1.0
 
 
@@ -81,8 +82,28 @@ class Runtime:
             await sender.close()
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An acknowledged event, as the router needs it."""
+
+    id: int
+    source: str
+    event_type: str
+    received_at: float
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or a callable that parses it
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredEvent:
+        text = row["body"]
+        return cls(
+            row["id"],
+            row["source"],
+            row["event_type"],
+            row["received_at"],
+            json.loads(row["headers"]),
+            lambda: json.loads(text),
+        )
 
 
 class Dispatcher:
@@ -106,6 +127,8 @@ class Dispatcher:
         self._attempts: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._fresh: deque[StoredEvent] = deque()
+        self._rescan = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -131,10 +154,6 @@ class Dispatcher:
     def running(self) -> bool:
         return bool(self._loops) and not any(t.done() for t in self._loops)
 
-    def wake(self) -> None:
-        """New events are stored: route them now rather than at the next poll."""
-        self._route_wake.set()
-
     async def stop(self, drain_timeout: float) -> None:
         """Stop claiming work; let attempts in flight finish up to drain_timeout."""
         self._stopping = True
@@ -157,45 +176,67 @@ class Dispatcher:
 
     # -- routing ---------------------------------------------------------------------------
 
+    def accepted(self, event: StoredEvent) -> None:
+        """A new event is committed: route it from memory, without reading it back."""
+        if len(self._fresh) < _FRESH_MAX:
+            self._fresh.append(event)
+        else:
+            self._rescan = True  # too many waiting: the database scan catches the rest
+        self._route_wake.set()
+
     async def _route_loop(self) -> None:
+        # The database is the truth (a scan at start finds what a crash left unrouted);
+        # the in-memory queue only saves reading back what was just written.
+        self._rescan = True
         while not self._stopping:
-            rows = await self.store.run(lambda c: log.events_to_route(c, _ROUTE_BATCH))
-            if not rows:
-                await self._wait(self._route_wake, _IDLE_POLL)
+            if self._fresh:
+                batch = [self._fresh.popleft() for _ in range(min(len(self._fresh), _ROUTE_BATCH))]
+            elif self._rescan:
+                rows = await self.store.run(lambda c: log.events_to_route(c, _ROUTE_BATCH))
+                batch = [StoredEvent.from_row(row) for row in rows]
+                self._rescan = len(batch) == _ROUTE_BATCH
+            else:
+                batch = []
+            if not batch:
+                # Quiet for a while: look in the database too, in case a hint was lost.
+                self._rescan = not await self._wait(self._route_wake, _IDLE_POLL)
                 continue
-            plan = [(row["id"], self._route_one(row)) for row in rows]
-            for _, messages in plan:
-                self.metrics.routed.labels("routed" if messages else "unrouted").inc()
-                for m in messages:
-                    if m.error:
-                        self.metrics.notifications.labels(m.destination, "failed").inc()
+            plan = [(e.id, self._route_one(e)) for e in batch]
             now = self.clock()
 
             def save(
                 conn: Any, plan: list[tuple[int, list[Message]]] = plan, now: float = now
-            ) -> None:
-                for event_id, messages in plan:
-                    log.save_routing(conn, event_id, messages, now)
+            ) -> list[bool]:
+                return [
+                    log.save_routing(conn, event_id, messages, now) for event_id, messages in plan
+                ]
 
-            await self.store.run(save)
+            saved = await self.store.run(save)
+            for (_, messages), fresh in zip(plan, saved, strict=True):
+                if not fresh:
+                    continue
+                self.metrics.routed.labels("routed" if messages else "unrouted").inc()
+                for m in messages:
+                    if m.error:
+                        self.metrics.notifications.labels(m.destination, "failed").inc()
             self._send_wake.set()
 
-    def _route_one(self, row: Any) -> list[Message]:
+    def _route_one(self, stored: StoredEvent) -> list[Message]:
         config = self.runtime.config
         try:
             event = InboundEvent(
-                source=row["source"],
-                event_type=row["event_type"],
-                body=json.loads(row["body"]),
-                received_at=_iso(row["received_at"]),
-                headers=json.loads(row["headers"]),
+                source=stored.source,
+                event_type=stored.event_type,
+                body=stored.body() if callable(stored.body) else stored.body,
+                received_at=stored.received_at,
+                headers=stored.headers,
             )
             outcomes = route(config.rules, config.destinations, event)
         except Exception:
             logger.exception(
                 "event %s could not be routed; kept as unrouted",
-                row["id"],
-                extra={"event_id": row["id"]},
+                stored.id,
+                extra={"event_id": stored.id},
             )
             return []
         messages = [m for o in outcomes for m in o.messages]
@@ -203,17 +244,17 @@ class Dispatcher:
             if o.error:
                 logger.warning(
                     "event %s: rule %s failed: %s",
-                    row["id"],
+                    stored.id,
                     o.rule.name,
                     o.error,
-                    extra={"event_id": row["id"], "rule": o.rule.name},
+                    extra={"event_id": stored.id, "rule": o.rule.name},
                 )
         if not messages:
-            logger.info(
+            logger.debug(
                 "event %s (%s) matched no rule",
-                row["id"],
-                row["event_type"],
-                extra={"event_id": row["id"], "event_type": row["event_type"]},
+                stored.id,
+                stored.event_type,
+                extra={"event_id": stored.id, "event_type": stored.event_type},
             )
         return messages
 
@@ -334,8 +375,11 @@ class Dispatcher:
             runtime.release()
             self._send_wake.set()
 
-    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait for event (then clear it) or seconds; whether the event came."""
+        woken = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await event.wait()
+                woken = await event.wait()
         event.clear()
+        return woken

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from relayhook.config import Destination
@@ -39,7 +40,7 @@ class InboundEvent:
     source: str
     event_type: str
     body: Any
-    received_at: str
+    received_at: str | float  # ISO 8601, or a Unix time formatted when a rule needs it
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def context(self) -> dict[str, Any]:
@@ -49,7 +50,9 @@ class InboundEvent:
             "payload": body.get("payload") if isinstance(body, Mapping) else None,
             "event_type": self.event_type,
             "source": self.source,
-            "received_at": self.received_at,
+            "received_at": _iso(self.received_at)
+            if isinstance(self.received_at, float | int)
+            else self.received_at,
             "headers": {k: v for k, v in self.headers.items() if k.lower() not in _HIDDEN_HEADERS},
         }
 
@@ -118,7 +121,7 @@ def route(
 ) -> list[RuleOutcome]:
     """Every rule's outcome for the event, in order, stopping after a matched `stop` rule."""
     outcomes: list[RuleOutcome] = []
-    base = event.context()
+    base: dict[str, Any] | None = None  # built for the first rule that gets this far
     stopped_by: str | None = None
     for rule in rules:
         if stopped_by is not None:
@@ -138,6 +141,8 @@ def route(
                 RuleOutcome(rule, False, f"source '{event.source}' is not '{rule.source}'")
             )
             continue
+        if base is None:
+            base = event.context()
         outcome = _evaluate(rule, destinations, base)
         outcomes.append(outcome)
         if outcome.matched and rule.stop:
@@ -184,6 +189,10 @@ def _evaluate(
         outcome.error = errors[0]
         outcome.reason = f"render error: {errors[0]}"
     return outcome
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _kind(value: Any) -> str:

@@ -141,9 +141,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-_Job = tuple[
-    Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, bool
-]
+# A job: (function or event row, the caller's future, its loop, kind).
+_TX, _ALONE, _EVENT = 0, 1, 2
+_Job = tuple[Any, asyncio.Future[Any], asyncio.AbstractEventLoop, int]
+_INSERT_EVENTS = (
+    "INSERT INTO events (id, source, event_key, event_type, received_at, headers, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING"
+)
 
 
 class Store:
@@ -153,6 +157,11 @@ class Store:
         migrate(path)
         self.path = path
         self._conn = connect(path)
+        # Event ids are handed out here, so a batch of events is one executemany; this
+        # process is the only one that inserts events.
+        self._next_event_id = (
+            int(self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]) + 1
+        )
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relayhook-writer", daemon=True)
         self._thread.start()
@@ -165,7 +174,22 @@ class Store:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop, transaction))
+        self._queue.put((fn, future, loop, _TX if transaction else _ALONE))
+        return await future
+
+    async def add_event(
+        self, source: str, key: str, event_type: str, received_at: float, headers: str, body: str
+    ) -> tuple[int, bool]:
+        """Store an accepted event: (its id, True when (source, key) was known already).
+
+        The hot path: events queued together are inserted with one executemany.
+        """
+        event_id = self._next_event_id
+        self._next_event_id += 1
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, bool]] = loop.create_future()
+        row = (event_id, source, key, event_type, received_at, headers, body)
+        self._queue.put((row, future, loop, _EVENT))
         return await future
 
     def close(self) -> None:
@@ -181,7 +205,7 @@ class Store:
             held = None
             if job is None:
                 break
-            if not job[3]:
+            if job[3] == _ALONE:
                 self._alone(job)
                 continue
             batch = [job]
@@ -193,7 +217,7 @@ class Store:
                 if more is None:
                     stopping = True
                     break
-                if not more[3]:
+                if more[3] == _ALONE:
                     held = more  # runs after this batch commits
                     break
                 batch.append(more)
@@ -212,9 +236,13 @@ class Store:
     def _commit(self, batch: list[_Job]) -> None:
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
+        events = [job for job in batch if job[3] == _EVENT]
+        batch = [*events, *(job for job in batch if job[3] != _EVENT)]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _, _ in batch:
+            if events:
+                outcomes.extend(_insert_events(conn, [job[0] for job in events]))
+            for fn, _, _, _ in batch[len(events) :]:
                 # A savepoint per job: one failing job does not undo its neighbours.
                 conn.execute("SAVEPOINT job")
                 try:
@@ -229,8 +257,31 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             outcomes = [(None, e)] * len(batch)
+        # One wake-up of each waiting loop per commit, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for (_, future, loop, _), (result, error) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, result, error)
+            by_loop.setdefault(loop, []).append((future, result, error))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, None]]:
+    cur = conn.executemany(_INSERT_EVENTS, rows)
+    if cur.rowcount == len(rows):
+        return [((row[0], False), None) for row in rows]
+    # Some keys were known: find which rows stand in their place.
+    found = []
+    for row in rows:
+        stored = conn.execute(
+            "SELECT id FROM events WHERE source = ? AND event_key = ?", (row[1], row[2])
+        ).fetchone()[0]
+        found.append(((stored, stored != row[0]), None))
+    return found
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        _settle(future, result, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
