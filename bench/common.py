@@ -54,11 +54,16 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], ready: str | None = None, env: dict[str, str] | None = None,
-            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    cmd: list[str],
+    ready: str | None = None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     out = open(log or os.devnull, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     out.close()
     try:
         if ready:
@@ -81,13 +86,25 @@ def need(tool: str, package: str) -> str:
     return path
 
 
-def wrk(url: str, script: str, seconds: float, connections: int = 32,
-        env: dict[str, str] | None = None) -> dict[str, float]:
+def wrk(
+    url: str, script: str, seconds: float, connections: int = 32, env: dict[str, str] | None = None
+) -> dict[str, float]:
     """Requests/s and non-2xx count from one wrk run."""
     out = subprocess.run(
-        [need("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-         "-s", str(LUA / script), url],
-        capture_output=True, text=True, check=True, env={**os.environ, **(env or {})},
+        [
+            need("wrk", "wrk"),
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(LUA / script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -105,8 +122,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def relayhook_config(root: Path, destinations: dict[str, Any], rules: list[dict[str, Any]],
-                     extra: dict[str, Any] | None = None) -> Path:
+def relayhook_config(
+    root: Path,
+    destinations: dict[str, Any],
+    rules: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     (root / "rules").mkdir(parents=True, exist_ok=True)
     (root / "rules" / "bench.yaml").write_text(json.dumps({"event": "*", "rules": rules}))
     config = {
@@ -122,9 +143,23 @@ def relayhook_config(root: Path, destinations: dict[str, Any], rules: list[dict[
 
 
 @contextlib.contextmanager
-def relayhook(config: Path, port: int, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    with process([RELAYHOOK, "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                  "--log-level", "warning"], ready=f"http://127.0.0.1:{port}/readyz", log=log) as p:
+def relayhook(
+    config: Path, port: int, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with process(
+        [
+            RELAYHOOK,
+            "serve",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        ready=f"http://127.0.0.1:{port}/readyz",
+        log=log,
+    ) as p:
         yield p
 
 
@@ -144,7 +179,9 @@ def report(title: str, rows: list[tuple[str, float, float, str]]) -> None:
     print(f"\n== {title}")
     for what, value, baseline, unit in rows:
         ratio = value / baseline if baseline else float("nan")
-        print(f"  {what:<58} {value:>10.1f} {unit:<6} baseline {baseline:>10.1f}   ratio {ratio:5.2f}")
+        print(
+            f"  {what:<58} {value:>10.1f} {unit:<6} baseline {baseline:>10.1f}   ratio {ratio:5.2f}"
+        )
 
 
 @contextlib.contextmanager
@@ -157,14 +194,25 @@ def alertmanager(root: Path, receiver_url: str | None = None) -> Iterator[int]:
     if receiver_url:
         receiver["webhook_configs"] = [{"url": receiver_url, "send_resolved": False}]
     config = {
-        "route": {"receiver": "out", "group_by": ["..."], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
+        "route": {
+            "receiver": "out",
+            "group_by": ["..."],
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
         "receivers": [receiver],
     }
     folder = Path(tempfile.mkdtemp(dir=root, prefix="am-"))
     (folder / "am.yml").write_text(json.dumps(config))
-    cmd = [binary, f"--config.file={folder / 'am.yml'}", f"--storage.path={folder}",
-           f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
+    cmd = [
+        binary,
+        f"--config.file={folder / 'am.yml'}",
+        f"--storage.path={folder}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
     with process(cmd, ready=f"http://127.0.0.1:{port}/-/ready", log=folder / "am.log") as proc:
         yield port
         _ = proc

@@ -38,34 +38,59 @@ def main() -> None:
     results: dict[str, list[float]] = {"trivial": [], "relayhook": [], "alertmanager": []}
     with tempdir() as tmp:
         root = Path(tmp)
-        config = relayhook_config(root, {"sink": {"webhook": "http://127.0.0.1:9/never"}},
-                                  [{"name": "never", "to": ["sink"], "body": "x"}])
+        config = relayhook_config(
+            root,
+            {"sink": {"webhook": "http://127.0.0.1:9/never"}},
+            [{"name": "never", "to": ["sink"], "body": "x"}],
+        )
         # The rule file matches "*": give it a type that no event has instead.
         (root / "rules" / "bench.yaml").write_text(
-            '{"event": "never.*", "rules": [{"name": "never", "to": ["sink"], "body": "x"}]}')
+            '{"event": "never.*", "rules": [{"name": "never", "to": ["sink"], "body": "x"}]}'
+        )
         for _ in range(args.rounds):
             port = free_port()
             with process([str(BIN / "python"), str(BENCH / "trivial_app.py"), str(port)]):
                 wait_http(f"http://127.0.0.1:{port}/hooks/x", 30)
                 results["trivial"].append(
-                    wrk(f"http://127.0.0.1:{port}/hooks/bench", "relayhook.lua", args.seconds)["rate"])
+                    wrk(f"http://127.0.0.1:{port}/hooks/bench", "relayhook.lua", args.seconds)[
+                        "rate"
+                    ]
+                )
             port = free_port()
             with relayhook(config, port):
-                run = wrk(f"http://127.0.0.1:{port}/hooks/bench?token=bench-token", "relayhook.lua",
-                          args.seconds)
+                run = wrk(
+                    f"http://127.0.0.1:{port}/hooks/bench?token=bench-token",
+                    "relayhook.lua",
+                    args.seconds,
+                )
                 if run["non2xx"] or run["socket_errors"]:
-                    sys.exit(f"relayhook answered {run['non2xx']:.0f} non-2xx, "
-                             f"{run['socket_errors']:.0f} socket errors")
+                    sys.exit(
+                        f"relayhook answered {run['non2xx']:.0f} non-2xx, "
+                        f"{run['socket_errors']:.0f} socket errors"
+                    )
                 results["relayhook"].append(run["rate"])
             with alertmanager(root) as am_port:
                 results["alertmanager"].append(
-                    wrk(f"http://127.0.0.1:{am_port}", "alertmanager.lua", args.seconds)["rate"])
-        stored = sqlite3.connect(root / "relayhook.db").execute("SELECT COUNT(*) FROM events").fetchone()[0]
+                    wrk(f"http://127.0.0.1:{am_port}", "alertmanager.lua", args.seconds)["rate"]
+                )
+        stored = (
+            sqlite3.connect(root / "relayhook.db")
+            .execute("SELECT COUNT(*) FROM events")
+            .fetchone()[0]
+        )
     trivial, ours, am = (median(results[k]) for k in ("trivial", "relayhook", "alertmanager"))
-    report("durable ingest (wrk -c32, req/s, median of %d)" % args.rounds, [
-        ("relayhook POST /hooks (202 after commit) vs trivial Litestar", ours, trivial, "req/s"),
-        ("relayhook vs Alertmanager POST /api/v2/alerts", ours, am, "req/s"),
-    ])
+    report(
+        f"durable ingest (wrk -c32, req/s, median of {args.rounds})",
+        [
+            (
+                "relayhook POST /hooks (202 after commit) vs trivial Litestar",
+                ours,
+                trivial,
+                "req/s",
+            ),
+            ("relayhook vs Alertmanager POST /api/v2/alerts", ours, am, "req/s"),
+        ],
+    )
     print(f"  runs: {results}; events on disk: {stored}")
 
 
