@@ -142,6 +142,9 @@ class Daemon:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                # X-Forwarded-For is ours to judge (trusted_proxies), not uvicorn's.
+                proxy_headers=False,
+                server_header=False,
                 timeout_graceful_shutdown=max(1, int(config.shutdown_timeout)),
             )
         )

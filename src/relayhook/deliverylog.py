@@ -82,6 +82,24 @@ def save_routing(
     return True
 
 
+def save_routings(
+    conn: sqlite3.Connection, plan: Sequence[tuple[int, Sequence[Message]]], now: float
+) -> list[bool]:
+    """save_routing for many events; those that matched nothing in one statement."""
+    unrouted = [event_id for event_id, messages in plan if not messages]
+    if len(unrouted) > 1:
+        # Whether each was still waiting does not matter here: there is nothing to insert.
+        conn.executemany(
+            "UPDATE events SET state = 'unrouted' WHERE id = ? AND state = 'received'",
+            [(event_id,) for event_id in unrouted],
+        )
+        return [
+            True if not messages else save_routing(conn, event_id, messages, now)
+            for event_id, messages in plan
+        ]
+    return [save_routing(conn, event_id, messages, now) for event_id, messages in plan]
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A delivery taken for one attempt."""

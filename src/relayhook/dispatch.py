@@ -207,15 +207,17 @@ class Dispatcher:
             def save(
                 conn: Any, plan: list[tuple[int, list[Message]]] = plan, now: float = now
             ) -> list[bool]:
-                return [
-                    log.save_routing(conn, event_id, messages, now) for event_id, messages in plan
-                ]
+                return log.save_routings(conn, plan, now)
 
             saved = await self.store.run(save)
+            routed, unrouted = (
+                self.metrics.routed.labels("routed"),
+                self.metrics.routed.labels("unrouted"),
+            )
             for (_, messages), fresh in zip(plan, saved, strict=True):
                 if not fresh:
                     continue
-                self.metrics.routed.labels("routed" if messages else "unrouted").inc()
+                (routed if messages else unrouted).inc()
                 for m in messages:
                     if m.error:
                         self.metrics.notifications.labels(m.destination, "failed").inc()

@@ -139,7 +139,12 @@ def hooks_endpoint(
                 f"content type {media_type} is not accepted: send the event as JSON"
                 " (application/json)",
             )
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        raw_query = scope["query_string"]
+        query = (
+            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else {}
+        )
         now = clock()
         # A token is checked before the body is read; signatures need the body first.
         if isinstance(src.auth, TokenAuth):

@@ -56,12 +56,12 @@ def parse_body(raw: bytes, max_depth: int = 64) -> Any:
 def event_type_of(source: Source, body: Any, headers: Mapping[str, str]) -> str:
     """The event type named by the source's event_type; EventError(422) when missing."""
     value = source.event_type.extract(body, headers)
+    if isinstance(value, str) and value.strip():
+        return value
     where = source.event_type.describe()
     if value is None:
         raise EventError(422, f"event type missing: {where} is not in the request")
-    if not isinstance(value, str) or not value.strip():
-        raise EventError(422, f"event type must be a non-empty string: {where} is {_kind(value)}")
-    return value
+    raise EventError(422, f"event type must be a non-empty string: {where} is {_kind(value)}")
 
 
 def dedupe_key(source: Source, body: Any, headers: Mapping[str, str], raw: bytes) -> str:
