@@ -53,11 +53,12 @@ class Received:
 
 @dataclass
 class HTTPSink:
-    """A real HTTP server. `responses[path]` is a list of statuses consumed in order (the
-    last repeats), or "hang" to sleep past any client timeout."""
+    """A real HTTP server. `responses[path]` is a list of answers consumed in order (the
+    last repeats): a status, (status, {header: value}), or "hang" to sleep past any client
+    timeout."""
 
     port: int = field(default_factory=free_port)
-    responses: dict[str, list[int | str]] = field(default_factory=dict)
+    responses: dict[str, list[Any]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     hang_seconds: float = 30.0
@@ -68,6 +69,9 @@ class HTTPSink:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_PUT(self) -> None:
+                self.do_POST()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
@@ -76,11 +80,16 @@ class HTTPSink:
                     sink.received.append(Received(path, dict(self.headers), body, time.time()))
                     script = sink.responses.get(path, [200])
                     status = script.pop(0) if len(script) > 1 else script[0]
+                extra: dict[str, str] = {}
+                if isinstance(status, tuple):
+                    status, extra = status
                 if status == "hang":
                     time.sleep(sink.hang_seconds)
                     status = 200
                 payload = b'{"ok": true}' if status == 200 else b'{"error": "sink says no"}'
                 self.send_response(int(status))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

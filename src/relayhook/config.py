@@ -64,7 +64,7 @@ _TOP_KEYS = {
 _SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body", "max_depth", "allow_ips"}
 _DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
 _DEST_KEYS_APPRISE = {"url", "format", *_DEST_COMMON}
-_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", *_DEST_COMMON}
+_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
 _RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
 _CONCURRENCY_KEYS = {"total", "per_destination"}
 
@@ -131,6 +131,7 @@ class Destination:
     method: str = "POST"
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None  # compiled jinja2.Template for webhook destinations
+    sign: str | None = None  # a Standard Webhooks secret: sign what we send
 
     @property
     def display_url(self) -> str:
@@ -499,6 +500,12 @@ def _read_destination(
         if url is not None and not url.startswith(("http://", "https://")):
             r.fail("webhook", f"expected an http:// or https:// URL, got '{redact_url(url)}'")
         method = (r.string("method", "POST") or "POST").upper()
+        if method not in ("POST", "PUT", "PATCH"):
+            r.fail("method", f"must be POST, PUT or PATCH, got '{method}'")
+        sign = r.string("sign")
+        if sign is not None and check_standard_secret(sign):
+            r.fail("sign", "must be a Standard Webhooks secret: whsec_ followed by base64")
+            sign = None
         headers_node = dest.get("headers", {})
         headers: list[tuple[str, str]] = []
         if isinstance(headers_node, dict):
@@ -529,6 +536,7 @@ def _read_destination(
             headers=tuple(headers),
             body=body,
             min_interval=interval,
+            sign=sign,
         )
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
@@ -658,6 +666,8 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     for dest in destinations.values():
         secrets.update(url_secrets(dest.url))
         secrets.update(v for k, v in dest.headers if k.lower() in {"authorization", "x-api-key"})
+        if dest.sign:
+            secrets.update((dest.sign, dest.sign.removeprefix("whsec_")))
     if problems:
         raise ConfigError(
             [p.__class__(p.file, p.line, Redactor(secrets)(p.message)) for p in problems]

@@ -10,8 +10,12 @@ delays itself.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +57,7 @@ TIMEOUT = Outcome(False, "timeout (may have been delivered)", retry=True, timeou
 class Sender(Protocol):
     min_interval: float  # seconds between the starts of two sends; 0 for none
 
-    async def send(self, title: str, body: str, fmt: str) -> Outcome: ...
+    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome: ...
 
     async def close(self) -> None: ...
 
@@ -96,7 +100,7 @@ class AppriseSender:
             max_workers=dest.concurrency, thread_name_prefix=f"send-{dest.name}"
         )
 
-    async def send(self, title: str, body: str, fmt: str) -> Outcome:
+    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
         body_format = fmt if fmt in ("text", "markdown", "html") else "text"
         call = partial(self._apprise.notify, body=body or " ", title=title, body_format=body_format)
         future = asyncio.get_running_loop().run_in_executor(self._pool, call)
@@ -133,20 +137,31 @@ class WebhookSender:
             )
         return self._session
 
-    async def send(self, title: str, body: str, fmt: str) -> Outcome:
+    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
         headers = {"Content-Type": "application/json", "User-Agent": "relayhook"}
         headers.update(self.dest.headers)
+        data = body.encode()
+        if self.dest.sign is not None:
+            headers.update(sign_standard_webhook(self.dest.sign, f"relayhook-{delivery_id}", data))
         try:
             async with self._client().request(
                 self.dest.method,
                 self.dest.url,
-                data=body.encode(),
+                data=data,
                 headers=headers,
                 allow_redirects=False,
             ) as response:
                 if 200 <= response.status < 300:
                     return Outcome(True)
                 text = (await response.content.read(_ERROR_BYTES)).decode(errors="replace")
+                if 300 <= response.status < 400:
+                    where = response.headers.get("Location", "?")
+                    return Outcome(
+                        False,
+                        f"HTTP {response.status}: redirect to {where} not"
+                        " followed; fix the destination URL",
+                        retry=False,
+                    )
                 retry = response.status in (408, 425, 429) or response.status >= 500
                 return Outcome(
                     False,
@@ -162,6 +177,18 @@ class WebhookSender:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def sign_standard_webhook(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers for an outbound request, so receivers can verify us."""
+    timestamp = str(int(time.time()))
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
 
 
 def _retry_after(value: str | None) -> float | None:

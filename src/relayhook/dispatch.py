@@ -318,7 +318,7 @@ class Dispatcher:
             else:
                 policy = dest.retry
                 try:
-                    outcome = await sender.send(row.title, row.body, row.format)
+                    outcome = await sender.send(row.title, row.body, row.format, row.id)
                 except Exception as e:
                     logger.exception("delivery %s: sender raised", row.id)
                     outcome = Outcome(False, f"{type(e).__name__}: {e}")
