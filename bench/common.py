@@ -216,3 +216,27 @@ def alertmanager(root: Path, receiver_url: str | None = None) -> Iterator[int]:
     with process(cmd, ready=f"http://127.0.0.1:{port}/-/ready", log=folder / "am.log") as proc:
         yield port
         _ = proc
+
+
+@contextlib.contextmanager
+def sink(delay: float = 0.0) -> Iterator[int]:
+    """bench/sink.py on a free port."""
+    port = free_port()
+    with process([str(BIN / "python"), str(BENCH / "sink.py"), str(port), str(delay)],
+                 ready=f"http://127.0.0.1:{port}/stats"):
+        yield port
+
+
+def sink_stats(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:  # noqa: S310
+        return dict(json.loads(response.read()))
+
+
+def wait_count(port: int, target: int, timeout: float) -> dict[str, Any]:
+    """Sink stats once it has counted target notifications (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    stats = sink_stats(port)
+    while stats["count"] < target and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stats = sink_stats(port)
+    return stats

@@ -44,6 +44,7 @@ def create_app(
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
     async def metrics_endpoint() -> bytes:
         depth, oldest, awaiting = await store.run(lambda c: log.queue_stats(c, clock()))
+        depth["sending"] = dispatcher.in_flight  # in flight is known in memory only
         return metrics.render(depth, oldest, awaiting)
 
     @get("/healthz")

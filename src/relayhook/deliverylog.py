@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,12 @@ from relayhook.router import Message
 __all__ = [
     "ACTIVE_STATES",
     "Claimed",
-    "claim_due",
+    "due",
     "events_to_route",
     "get_delivery",
     "list_deliveries",
     "next_due_at",
-    "record_attempt",
+    "record_attempts",
     "recover",
     "replay",
     "save_routing",
@@ -114,17 +114,34 @@ class Claimed:
     received_at: float
 
 
-def claim_due(conn: sqlite3.Connection, destination: str, limit: int, now: float) -> list[Claimed]:
-    """Mark up to limit due deliveries of a destination as sending, and return them."""
-    rows = conn.execute(
-        "UPDATE deliveries SET state = 'sending', updated_at = ? WHERE id IN ("
-        " SELECT id FROM deliveries WHERE destination = ? AND state IN ('pending', 'retrying')"
-        " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?)"
-        " RETURNING id, destination, title, body, format, attempts, event_id,"
-        " (SELECT received_at FROM events WHERE events.id = deliveries.event_id)",
-        (now, destination, now, limit),
-    ).fetchall()
-    return [Claimed(*row) for row in rows]
+_DUE_SQL = (
+    "SELECT d.id, d.destination, d.title, d.body, d.format, d.attempts, d.event_id, e.received_at"
+    " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.destination = ?"
+    " AND d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ?"
+    " ORDER BY d.next_attempt_at LIMIT ?"
+)
+
+
+def due(
+    conn: sqlite3.Connection, wants: dict[str, int], busy: Set[int], now: float
+) -> tuple[list[Claimed], float | None]:
+    """Up to wants[destination] due deliveries each, skipping those in flight (busy), and
+    when the next one falls due.
+
+    Nothing is written: what is in flight is known in memory only, so a crash leaves it
+    pending, to be tried again (at least once) after the restart.
+    """
+    taken: list[Claimed] = []
+    for destination, free in wants.items():
+        n = 0
+        for row in conn.execute(_DUE_SQL, (destination, now, free + len(busy))):
+            if row[0] in busy:
+                continue
+            taken.append(Claimed(*row))
+            n += 1
+            if n == free:
+                break
+    return taken, next_due_at(conn, wants)
 
 
 def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float | None:
@@ -141,27 +158,18 @@ def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float 
     return None if row[0] is None else float(row[0])
 
 
-def record_attempt(
-    conn: sqlite3.Connection,
-    delivery_id: int,
-    number: int,
-    started_at: float,
-    duration_ms: float,
-    outcome: str,
-    error: str | None,
-    state: str,
-    next_attempt_at: float | None,
-    now: float,
-) -> None:
-    conn.execute(
+def record_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Many attempts at once: (delivery_id, number, started_at, duration_ms, outcome, error,
+    state, next_attempt_at, now) each."""
+    conn.executemany(
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (delivery_id, number, started_at, duration_ms, outcome, error),
+        [r[:6] for r in rows],
     )
-    conn.execute(
+    conn.executemany(
         "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
         " last_error = ? WHERE id = ?",
-        (state, number, next_attempt_at, now, error, delivery_id),
+        [(r[6], r[1], r[7], r[8], r[5], r[0]) for r in rows],
     )
 
 

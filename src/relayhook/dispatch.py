@@ -16,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import tenacity
@@ -128,6 +129,10 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._fresh: deque[StoredEvent] = deque()
+        self._records: list[tuple[Any, ...]] = []
+        # Deliveries sent or being sent whose outcome is not written yet: never picked twice.
+        self._busy: set[int] = set()
+        self._record_wake = asyncio.Event()
         self._rescan = True
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -141,6 +146,7 @@ class Dispatcher:
         self._loops = [
             asyncio.create_task(self._route_loop(), name="relayhook-router"),
             asyncio.create_task(self._send_loop(), name="relayhook-scheduler"),
+            asyncio.create_task(self._record_loop(), name="relayhook-recorder"),
         ]
 
     def swap(self, runtime: Runtime) -> None:
@@ -169,6 +175,7 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
             if pending:
                 logger.info("left %d deliveries in flight for retry after restart", len(pending))
+        await self._flush_records()
 
     @property
     def in_flight(self) -> int:
@@ -264,39 +271,37 @@ class Dispatcher:
 
     async def _send_loop(self) -> None:
         while not self._stopping:
-            config = self.runtime.config
-            limit = config.concurrency.total
-            claimed = 0
-            now = self.clock()
+            runtime = self.runtime
+            config = runtime.config
+            spare = config.concurrency.total - len(self._attempts)
+            wants: dict[str, int] = {}
             paced_until: float | None = None
             for name, dest in config.destinations.items():
-                free = min(dest.concurrency - self._inflight[name], limit - len(self._attempts))
-                sender = self.runtime.senders.get(name)
-                paced = sender is not None and sender.min_interval > 0
-                if paced:
+                free = min(dest.concurrency - self._inflight[name], spare)
+                sender = runtime.senders.get(name)
+                if sender is not None and sender.min_interval > 0:
                     # A paced destination starts one send per interval.
                     ready_at = self._next_start.get(name, 0.0)
                     if ready_at > time.monotonic():
                         paced_until = min(paced_until or ready_at, ready_at)
                         continue
                     free = min(free, 1)
-                if free <= 0:
-                    continue
-                rows = await self.store.run(
-                    lambda c, name=name, free=free, now=now: log.claim_due(c, name, free, now)
-                )
-                if rows and paced and sender is not None:
-                    self._next_start[name] = time.monotonic() + sender.min_interval
-                for row in rows:
-                    self._inflight[row.destination] += 1
-                    task = asyncio.create_task(self._attempt(row), name=f"delivery-{row.id}")
-                    self._attempts.add(task)
-                    task.add_done_callback(self._attempts.discard)
-                claimed += len(rows)
-            if claimed:
+                if free > 0:
+                    wants[name] = free
+            now = self.clock()
+            busy = frozenset(self._busy)
+            rows, next_due = await self.store.run(partial(log.due, wants=wants, busy=busy, now=now))
+            for row in rows:
+                sender = runtime.senders.get(row.destination)
+                if sender is not None and sender.min_interval > 0:
+                    self._next_start[row.destination] = time.monotonic() + sender.min_interval
+                self._busy.add(row.id)
+                self._inflight[row.destination] += 1
+                task = asyncio.create_task(self._attempt(row), name=f"delivery-{row.id}")
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+            if rows:
                 continue
-            names = list(config.destinations)
-            next_due = await self.store.run(lambda c, names=names: log.next_due_at(c, names))
             now = self.clock()
             if next_due is None or next_due <= now:
                 delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full
@@ -334,20 +339,12 @@ class Dispatcher:
             else:
                 state = "retrying"
                 next_at = now + max(backoff(number, policy), outcome.retry_after or 0.0)
-            await self.store.run(
-                lambda c: log.record_attempt(
-                    c,
-                    row.id,
-                    number,
-                    started,
-                    duration_ms,
-                    outcome.label,
-                    error,
-                    state,
-                    next_at,
-                    now,
-                )
+            # Recorded in batches: until then the row stays 'sending', so nothing claims
+            # it again, and a crash before the write retries it (at least once).
+            self._records.append(
+                (row.id, number, started, duration_ms, outcome.label, error, state, next_at, now)
             )
+            self._record_wake.set()
             self.metrics.attempts.labels(row.destination, outcome.label).inc()
             if state in ("delivered", "dead"):
                 self.metrics.notifications.labels(row.destination, state).inc()
@@ -356,6 +353,8 @@ class Dispatcher:
                     max(0.0, now - row.received_at)
                 )
             level = logging.INFO if outcome.ok else logging.WARNING
+            if not logger.isEnabledFor(level):
+                return
             logger.log(
                 level,
                 "delivery %s to %s: attempt %d %s%s",
@@ -376,6 +375,20 @@ class Dispatcher:
             self._inflight[row.destination] -= 1
             runtime.release()
             self._send_wake.set()
+
+    async def _record_loop(self) -> None:
+        while not self._stopping:
+            await self._record_wake.wait()
+            self._record_wake.clear()
+            await self._flush_records()
+
+    async def _flush_records(self) -> None:
+        if not self._records:
+            return
+        batch, self._records = self._records, []
+        await self.store.run(lambda c: log.record_attempts(c, batch))
+        self._busy.difference_update(record[0] for record in batch)
+        self._send_wake.set()  # retries may be due sooner than the scheduler thought
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
         """Wait for event (then clear it) or seconds; whether the event came."""
