@@ -222,13 +222,15 @@ def alertmanager(root: Path, receiver_url: str | None = None) -> Iterator[int]:
 def sink(delay: float = 0.0) -> Iterator[int]:
     """bench/sink.py on a free port."""
     port = free_port()
-    with process([str(BIN / "python"), str(BENCH / "sink.py"), str(port), str(delay)],
-                 ready=f"http://127.0.0.1:{port}/stats"):
+    with process(
+        [str(BIN / "python"), str(BENCH / "sink.py"), str(port), str(delay)],
+        ready=f"http://127.0.0.1:{port}/stats",
+    ):
         yield port
 
 
 def sink_stats(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
         return dict(json.loads(response.read()))
 
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import apprise
-
 from common import (
     alertmanager,
     free_port,
@@ -29,17 +28,31 @@ from common import (
 )
 
 
-def relay_run(root: Path, destination: dict[str, object], seconds: float, sink_port: int,
-              connections: int) -> tuple[float, int]:
-    config = relayhook_config(root, {"out": destination},
-                              [{"name": "out", "to": ["out"], "title": "{{ event_type }}",
-                                "body": "meter {{ payload[0].meter_id }}"}],
-                              extra={"concurrency": {"total": 128, "per_destination": 64}})
+def relay_run(
+    root: Path, destination: dict[str, object], seconds: float, sink_port: int, connections: int
+) -> tuple[float, int]:
+    config = relayhook_config(
+        root,
+        {"out": destination},
+        [
+            {
+                "name": "out",
+                "to": ["out"],
+                "title": "{{ event_type }}",
+                "body": "meter {{ payload[0].meter_id }}",
+            }
+        ],
+        extra={"concurrency": {"total": 128, "per_destination": 64}},
+    )
     port = free_port()
     with relayhook(config, port):
         start = time.time()
-        run = wrk(f"http://127.0.0.1:{port}/hooks/bench?token=bench-token", "relayhook.lua",
-                  seconds, connections=connections)
+        run = wrk(
+            f"http://127.0.0.1:{port}/hooks/bench?token=bench-token",
+            "relayhook.lua",
+            seconds,
+            connections=connections,
+        )
         assert not run["non2xx"] and not run["socket_errors"], run
         time.sleep(0.5)  # requests wrk gave up on at the end may still have been accepted
         with sqlite3.connect(root / "relayhook.db") as db:
@@ -47,7 +60,8 @@ def relay_run(root: Path, destination: dict[str, object], seconds: float, sink_p
         stats = wait_count(sink_port, accepted, timeout=600)
         with sqlite3.connect(root / "relayhook.db") as db:
             delivered = db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0]
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'"
+            ).fetchone()[0]
     for path in root.glob("relayhook.db*"):
         path.unlink()
     elapsed = stats["last"] - start
@@ -65,16 +79,27 @@ def main() -> None:
         root = Path(tmp)
         # 1. native webhook vs Alertmanager
         with sink() as sink_port:
-            ours, n_ours = relay_run(root, {"webhook": f"http://127.0.0.1:{sink_port}/in",
-                                            "concurrency": 64}, args.seconds, sink_port, 32)
+            ours, n_ours = relay_run(
+                root,
+                {"webhook": f"http://127.0.0.1:{sink_port}/in", "concurrency": 64},
+                args.seconds,
+                sink_port,
+                32,
+            )
         with sink() as sink_port, alertmanager(root, f"http://127.0.0.1:{sink_port}/am") as am_port:
             start = time.time()
             run = wrk(f"http://127.0.0.1:{am_port}", "alertmanager.lua", args.seconds)
             accepted = int(run["requests"] - run["non2xx"])
             stats = wait_count(sink_port, accepted, timeout=600)
             am_rate = stats["count"] / (stats["last"] - start)
-        rows.append((f"webhook destination, {n_ours} events over {args.seconds:g}s load, vs Alertmanager",
-                     ours, am_rate, "ev/s"))
+        rows.append(
+            (
+                f"webhook destination, {n_ours} events over {args.seconds:g}s load, vs Alertmanager",
+                ours,
+                am_rate,
+                "ev/s",
+            )
+        )
         # 2. apprise json:// vs a bare apprise loop
         with sink() as sink_port:
             notifier = apprise.Apprise()
@@ -86,10 +111,20 @@ def main() -> None:
             bare = n / (time.time() - start)
         with sink() as sink_port:
             ours_apprise, n_apprise = relay_run(
-                root, {"url": f"json://127.0.0.1:{sink_port}/apprise", "concurrency": 8},
-                args.apprise_seconds / 4, sink_port, 8)
-        rows.append((f"apprise json:// destination ({n_apprise} events) vs bare apprise loop",
-                     ours_apprise, bare, "ev/s"))
+                root,
+                {"url": f"json://127.0.0.1:{sink_port}/apprise", "concurrency": 8},
+                args.apprise_seconds / 4,
+                sink_port,
+                8,
+            )
+        rows.append(
+            (
+                f"apprise json:// destination ({n_apprise} events) vs bare apprise loop",
+                ours_apprise,
+                bare,
+                "ev/s",
+            )
+        )
     report("end to end, receive -> delivered", rows)
 
 

@@ -51,8 +51,16 @@ async def stats(request: web.Request) -> web.Response:
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
 
-    return web.json_response({"count": count, "first": first, "last": last,
-                              "p50": pct(0.50), "p99": pct(0.99), "samples": len(ordered)})
+    return web.json_response(
+        {
+            "count": count,
+            "first": first,
+            "last": last,
+            "p50": pct(0.50),
+            "p99": pct(0.99),
+            "samples": len(ordered),
+        }
+    )
 
 
 async def reset(request: web.Request) -> web.Response:
