@@ -28,7 +28,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The benchmarks drive load with wrk and compare against Prometheus Alertmanager.
 bench: $(STAMP)
+	@command -v wrk >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq wrk prometheus-alertmanager >/dev/null)
 	$(BIN)/python bench/run_all.py
 
 clean:
