@@ -50,8 +50,8 @@ def main() -> None:
             run = wrk(
                 f"http://127.0.0.1:{port}/hooks/bench?token=bench-token",
                 "relayhook.lua",
-                0.5,
-                connections=4,
+                1,
+                connections=2,
             )
             time.sleep(0.5)
             with sqlite3.connect(root / "relayhook.db") as db:
