@@ -234,6 +234,11 @@ def sink_stats(port: int) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
+def sink_reset(port: int) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/reset", data=b"", method="POST")
+    urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - loopback
+
+
 def wait_count(port: int, target: int, timeout: float) -> dict[str, Any]:
     """Sink stats once it has counted target notifications (or the timeout passed)."""
     deadline = time.monotonic() + timeout

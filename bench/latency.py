@@ -10,11 +10,19 @@ import argparse
 import asyncio
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
-from common import free_port, relayhook, relayhook_config, report, sink, sink_stats, tempdir
+from common import (
+    free_port,
+    relayhook,
+    relayhook_config,
+    report,
+    sink,
+    sink_reset,
+    sink_stats,
+    tempdir,
+)
 
 
 async def paced(url: str, rate: float, seconds: float, make: object) -> int:
@@ -48,10 +56,7 @@ def main() -> None:
             )
         )
         direct = sink_stats(sink_port)
-        urllib.request.urlopen(
-            urllib.request.Request(f"http://127.0.0.1:{sink_port}/reset", data=b"", method="POST"),
-            timeout=10,
-        ).read()
+        sink_reset(sink_port)
         config = relayhook_config(
             root,
             {

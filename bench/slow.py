@@ -12,7 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import free_port, relayhook, relayhook_config, report, sink, tempdir, wait_count, wrk
+from common import (
+    free_port,
+    relayhook,
+    relayhook_config,
+    report,
+    sink,
+    sink_reset,
+    tempdir,
+    wait_count,
+    wrk,
+)
 
 
 def main() -> None:
@@ -29,10 +39,7 @@ def main() -> None:
             )
             urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - loopback
         sequential = 10 / (time.time() - start)
-        urllib.request.urlopen(
-            urllib.request.Request(f"http://127.0.0.1:{sink_port}/reset", data=b"", method="POST"),
-            timeout=10,
-        ).read()
+        sink_reset(sink_port)
         config = relayhook_config(
             root,
             {

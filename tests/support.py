@@ -89,7 +89,7 @@ class HTTPSink:
                 payload = b'{"ok": true}' if status == 200 else b'{"error": "sink says no"}'
                 self.send_response(int(status))
                 for name, value in extra.items():
-                    self.send_header(name, value)
+                    self.send_header(name, value() if callable(value) else value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

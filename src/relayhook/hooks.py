@@ -20,6 +20,7 @@ from relayhook.auth import TokenAuth, address_allowed, client_address
 from relayhook.dispatch import Dispatcher, StoredEvent
 from relayhook.errors import EventError
 from relayhook.ingest import dedupe_key, event_type_of, parse_body
+from relayhook.redact import CREDENTIAL_HEADERS
 from relayhook.store import Store
 
 __all__ = ["hooks_endpoint"]
@@ -27,19 +28,6 @@ __all__ = ["hooks_endpoint"]
 ASGIApp = Callable[[Any, Any, Any], Any]
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
-# Headers kept with a stored event: never credentials.
-_DROP_HEADERS = frozenset(
-    {
-        "authorization",
-        "cookie",
-        "proxy-authorization",
-        "x-api-key",
-        "x-hub-signature",
-        "x-hub-signature-256",
-        "stripe-signature",
-        "webhook-signature",
-    }
-)
 # The reason label of refused requests in relayhook_events_received_total.
 _REJECTED = {
     400: "bad_body",
@@ -172,7 +160,7 @@ def hooks_endpoint(
         body = parse_body(raw, src.max_depth)
         event_type = event_type_of(src, body, headers)
         key = dedupe_key(src, body, headers, raw)
-        kept = {k: v for k, v in headers.items() if k not in _DROP_HEADERS}
+        kept = {k: v for k, v in headers.items() if k not in CREDENTIAL_HEADERS}
         text = raw.decode()
         event_id, duplicate = await store.add_event(
             source, key, event_type, now, json.dumps(kept), text

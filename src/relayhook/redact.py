@@ -6,9 +6,22 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "Redactor", "redact_url", "url_secrets"]
+__all__ = ["CREDENTIAL_HEADERS", "MASK", "Redactor", "redact_url", "url_secrets"]
 
 MASK = "***"
+# Request headers that carry credentials: never stored with an event, never shown to templates.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "stripe-signature",
+        "webhook-signature",
+    }
+)
 _SECRET_PARAM = re.compile(r"token|key|secret|pass|auth|sig|webhook|credential", re.I)
 # A path segment that looks like a credential: long, or mixing letters and digits.
 _TOKENISH = re.compile(r"^(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9_\-+=.~]{8,}$|^[A-Za-z0-9_\-+=.~]{24,}$")

@@ -13,24 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relayhook.config import Destination
+from relayhook.redact import CREDENTIAL_HEADERS
 from relayhook.rules import Rule
 from relayhook.templating import describe_error
 
 __all__ = ["InboundEvent", "Message", "RuleOutcome", "route"]
-
-# Headers a template never sees: they carry credentials.
-_HIDDEN_HEADERS = frozenset(
-    {
-        "authorization",
-        "cookie",
-        "proxy-authorization",
-        "x-api-key",
-        "x-hub-signature",
-        "x-hub-signature-256",
-        "stripe-signature",
-        "webhook-signature",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +40,9 @@ class InboundEvent:
             "received_at": _iso(self.received_at)
             if isinstance(self.received_at, float | int)
             else self.received_at,
-            "headers": {k: v for k, v in self.headers.items() if k.lower() not in _HIDDEN_HEADERS},
+            "headers": {
+                k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS
+            },
         }
 
 
