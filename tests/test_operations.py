@@ -126,6 +126,9 @@ def test_steady_load_during_ten_reloads(tmp_path: Path, sink: HTTPSink) -> None:
                 ),
                 what=f"reload {n}",
             )
+            # Requests keep flowing between reloads, not only around them.
+            mark = sent
+            wait_for(lambda m=mark: sent >= m + 5, what="requests after the reload")
         stop.set()
         worker.join()
         assert failures == []

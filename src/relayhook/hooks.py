@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import msgspec
+
 from relayhook.auth import TokenAuth, address_allowed, client_address
 from relayhook.dispatch import Dispatcher, StoredEvent
 from relayhook.errors import EventError
@@ -40,6 +42,7 @@ _REJECTED = {
     415: "content_type",
     422: "no_type",
 }
+_encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -163,7 +166,7 @@ def hooks_endpoint(
         kept = {k: v for k, v in headers.items() if k not in CREDENTIAL_HEADERS}
         text = raw.decode()
         event_id, duplicate = await store.add_event(
-            source, key, event_type, now, json.dumps(kept), text
+            source, key, event_type, now, _encode(kept).decode(), text
         )
         if duplicate:
             return 200, b'{"duplicate": true, "event_id": %d}' % event_id, source, event_type

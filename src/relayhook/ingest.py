@@ -10,12 +10,34 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from relayhook.config import Source
 from relayhook.errors import EventError
 
 __all__ = ["dedupe_key", "event_type_of", "parse_body"]
 
 MAX_KEY_LENGTH = 512
+
+
+_fast = msgspec.json.Decoder()
+
+
+def _parse_slowly(raw: bytes, max_depth: int) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EventError(400, "request body is not UTF-8 text") from None
+    if not text.strip():
+        raise EventError(400, "request body is empty; expected a JSON document")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EventError(
+            400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise EventError(400, f"request body nests deeper than {max_depth} levels") from None
 
 
 def _depth(document: Any) -> int:
@@ -33,19 +55,11 @@ def _depth(document: Any) -> int:
 def parse_body(raw: bytes, max_depth: int = 64) -> Any:
     """The JSON document in raw; EventError(400) when it is not JSON or nests too deeply."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EventError(400, "request body is not UTF-8 text") from None
-    if not text.strip():
-        raise EventError(400, "request body is empty; expected a JSON document")
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EventError(
-            400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except RecursionError:
-        raise EventError(400, f"request body nests deeper than {max_depth} levels") from None
+        # msgspec decodes a typical event ~4x faster than json; the json module is the
+        # judge of everything msgspec refuses, and words the error.
+        document = _fast.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        document = _parse_slowly(raw, max_depth)
     # Counting brackets is cheap, and only a body with more of them than the limit can
     # nest past it, so most events skip the walk. Far deeper bodies stop the parser itself.
     if raw.count(b"[") + raw.count(b"{") > max_depth and _depth(document) > max_depth:
