@@ -289,11 +289,10 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-STATES = ("pending", "retrying", "sending", "delivered", "dead", "failed")
 
 
 @cli.command()
-@click.option("--status", type=click.Choice(STATES), help="Only deliveries in this state.")
+@click.option("--status", type=click.Choice(dl.STATES), help="Only deliveries in this state.")
 @click.option("--rule", help="Only deliveries of this rule.")
 @click.option("--destination", help="Only deliveries to this destination.")
 @click.option(

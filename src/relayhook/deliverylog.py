@@ -15,7 +15,7 @@ from typing import Any
 from relayhook.router import Message
 
 __all__ = [
-    "ACTIVE_STATES",
+    "STATES",
     "Claimed",
     "due",
     "events_to_route",
@@ -28,10 +28,11 @@ __all__ = [
     "save_routing",
 ]
 
-# A delivery is pending (never tried), retrying (tried, waiting), sending (in flight),
-# or finished: delivered, dead (out of tries or not retryable) or failed (never renderable).
-ACTIVE_STATES = ("pending", "retrying", "sending")
-FINAL_STATES = ("delivered", "dead", "failed")
+# A delivery is pending (never tried) or retrying (tried, waiting), also while an attempt
+# is in flight; or finished: delivered, dead (out of tries or not retryable) or failed
+# (never renderable). 'sending' is only found in databases from before in-flight work was
+# kept in memory; recover() turns it back into 'retrying'.
+STATES = ("pending", "retrying", "delivered", "dead", "failed")
 
 
 def events_to_route(conn: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:

@@ -339,8 +339,8 @@ class Dispatcher:
             else:
                 state = "retrying"
                 next_at = now + max(backoff(number, policy), outcome.retry_after or 0.0)
-            # Recorded in batches: until then the row stays 'sending', so nothing claims
-            # it again, and a crash before the write retries it (at least once).
+            # Recorded in batches: until then the id stays in the busy set, so nothing picks
+            # it again, and a crash before the write leaves it to be retried (at least once).
             self._records.append(
                 (row.id, number, started, duration_ms, outcome.label, error, state, next_at, now)
             )
