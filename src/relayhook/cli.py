@@ -289,8 +289,6 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-
-
 @cli.command()
 @click.option("--status", type=click.Choice(dl.STATES), help="Only deliveries in this state.")
 @click.option("--rule", help="Only deliveries of this rule.")
