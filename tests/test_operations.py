@@ -262,9 +262,10 @@ def test_metrics_and_json_logs(tmp_path: Path, sink: HTTPSink) -> None:
     assert retry["delivery_id"] == 1 and retry["event_id"] == 1 and retry["level"] == "warning"
 
 
-def test_prune_keeps_pending_and_shrinks_the_file(tmp_path: Path, sink: HTTPSink) -> None:
-    down = HTTPSink()  # never started: its deliveries stay pending
-    config = make_config(
+def delivered_and_stuck(tmp_path: Path, sink: HTTPSink, extra: str = "") -> Path:
+    """first.* events are delivered; second.* go to a port that never listens, and wait."""
+    down = HTTPSink()  # never started: its deliveries stay retrying
+    return make_config(
         tmp_path,
         {"hook": {"url": sink.url("/a")}, "down": {"url": down.url("/x")}},
         {
@@ -275,7 +276,12 @@ def test_prune_keeps_pending_and_shrinks_the_file(tmp_path: Path, sink: HTTPSink
             },
         },
         retry="{attempts: 100, first_delay: 1h, max_delay: 1h}",
+        extra=extra,
     )
+
+
+def test_prune_keeps_pending_and_shrinks_the_file(tmp_path: Path, sink: HTTPSink) -> None:
+    config = delivered_and_stuck(tmp_path, sink)
     db = tmp_path / "relayhook.db"
     pad = "x" * 20_000
     with running(config) as d:
@@ -315,20 +321,7 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
 
 
 def test_retention_prunes_periodically(tmp_path: Path, sink: HTTPSink) -> None:
-    down = HTTPSink()  # never started
-    config = make_config(
-        tmp_path,
-        {"hook": {"url": sink.url("/a")}, "down": {"url": down.url("/x")}},
-        {
-            "a.yaml": echo_rule(["hook"], event="first.*"),
-            "b.yaml": {
-                "event": "second.*",
-                "rules": [{"name": "down", "to": ["down"], "body": "x"}],
-            },
-        },
-        retry="{attempts: 100, first_delay: 1h, max_delay: 1h}",
-        extra="retention: 2s\n",
-    )
+    config = delivered_and_stuck(tmp_path, sink, extra="retention: 2s\n")
     db = tmp_path / "relayhook.db"
     with running(config) as d:
         for n in range(10):
