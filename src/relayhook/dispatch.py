@@ -1,9 +1,10 @@
 """After the ack: route stored events into deliveries, then send due deliveries.
 
-Both loops read their work from SQLite, never from memory: the database is the queue,
-so a crash loses nothing and a long outage backlog costs disk, not RAM. The scheduler
-claims at most as many deliveries as there are free slots, globally and per destination,
-so one slow destination never takes another's slots.
+The database is the queue, so a crash loses nothing and a long outage backlog costs disk,
+not RAM. Memory only holds shortcuts: the router takes just-stored events from a bounded
+queue instead of reading them back, and the scheduler keeps the ids in flight. It picks at
+most as many deliveries as there are free slots, globally and per destination, so one slow
+destination never takes another's slots.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ class StoredEvent:
     event_type: str
     received_at: float
     headers: dict[str, str]
-    body: Any  # the parsed JSON, or a callable that parses it
+    # The parsed JSON; for rows read back, a callable that parses it, so that a body that
+    # fails to parse fails its routing (inside _route_one), not the routing loop.
+    body: Any
 
     @classmethod
     def from_row(cls, row: Any) -> StoredEvent:
