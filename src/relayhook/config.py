@@ -28,7 +28,7 @@ from relayhook.auth import (
     check_standard_secret,
     parse_networks,
 )
-from relayhook.errors import ConfigError
+from relayhook.errors import ConfigError, Problem
 from relayhook.redact import Redactor, redact_url, url_secrets
 from relayhook.units import parse_duration, parse_size
 from relayhook.yamlfile import Problems, YList, YMap, load_yaml
@@ -132,10 +132,6 @@ class Destination:
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None  # compiled jinja2.Template for webhook destinations
     sign: str | None = None  # a Standard Webhooks secret: sign what we send
-
-    @property
-    def display_url(self) -> str:
-        return redact_url(self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,10 +664,9 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         secrets.update(v for k, v in dest.headers if k.lower() in {"authorization", "x-api-key"})
         if dest.sign:
             secrets.update((dest.sign, dest.sign.removeprefix("whsec_")))
+    redactor = Redactor(secrets)
     if problems:
-        raise ConfigError(
-            [p.__class__(p.file, p.line, Redactor(secrets)(p.message)) for p in problems]
-        )
+        raise ConfigError([Problem(p.file, p.line, redactor(p.message)) for p in problems])
     return Config(
         path=path,
         listen_host=listen_host,
@@ -683,7 +678,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         retry=retry,
         concurrency=concurrency,
         rules=tuple(rules),
-        redactor=Redactor(secrets),
+        redactor=redactor,
         admin_token=admin_token,
         trusted_proxies=tuple(trusted),
         read_timeout=read_timeout,

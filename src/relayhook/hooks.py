@@ -179,8 +179,10 @@ def hooks_endpoint(
             outcome = "accepted" if status == 202 else "duplicate"
         except EventError as refused:
             status, answer = refused.status, json.dumps({"error": refused.message}).encode()
-            known = scope["path"].strip("/") in dispatcher.runtime.config.sources
-            source, event_type = (scope["path"].strip("/") if known else ""), ""
+            source = scope["path"].strip("/")
+            if source not in dispatcher.runtime.config.sources:
+                source = ""  # a path anyone can send must not become a label
+            event_type = ""
             outcome = _REJECTED.get(status, "other")
         labels = (source, event_type, outcome)
         counter = counters.get(labels)

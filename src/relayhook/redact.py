@@ -103,6 +103,3 @@ class Redactor:
         for pattern, repl in _GENERIC:
             text = pattern.sub(repl, text)
         return text
-
-    def extend(self, more: Iterable[str]) -> Redactor:
-        return Redactor([*self._secrets, *more])
