@@ -95,7 +95,7 @@ def wrk(
             need("wrk", "wrk"),
             "-t2",
             f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-d{max(1, round(seconds))}s",  # wrk takes whole seconds only
             "--latency",
             "-s",
             str(LUA / script),

@@ -3,8 +3,9 @@
 1. Through the native webhook destination, against Alertmanager relaying alerts to a
    webhook receiver: wrk posts unique events for --seconds, and the rate is what was
    accepted over the time from the first post to the last delivery.
-2. Through an apprise json:// destination, against a bare loop of apprise notify() calls
-   to the same sink (sequential, the way a script would use apprise).
+2. Through an apprise json:// destination, from worker processes and from threads,
+   against a bare loop of apprise notify() calls to the same sink (sequential, the way a
+   script would use apprise).
 """
 
 from __future__ import annotations
@@ -109,22 +110,31 @@ def main() -> None:
                 notifier.notify(body="meter x", title="bench")
                 n += 1
             bare = n / (time.time() - start)
-        with sink() as sink_port:
-            ours_apprise, n_apprise = relay_run(
-                root,
-                {"url": f"json://127.0.0.1:{sink_port}/apprise", "concurrency": 8},
-                args.apprise_seconds / 4,
-                sink_port,
-                8,
+        # Worker processes (`processes: 2`, the setting for throughput), then threads.
+        for label, extra, post_seconds in (
+            ("processes: 2", {"processes": 2}, args.apprise_seconds / 2),
+            ("threads", {}, args.apprise_seconds / 5),
+        ):
+            with sink() as sink_port:
+                ours_apprise, n_apprise = relay_run(
+                    root,
+                    {
+                        "url": f"json://127.0.0.1:{sink_port}/apprise",
+                        "concurrency": 8,
+                        **extra,
+                    },
+                    post_seconds,
+                    sink_port,
+                    8,
+                )
+            rows.append(
+                (
+                    f"apprise json://, {label} ({n_apprise} events) vs bare apprise loop",
+                    ours_apprise,
+                    bare,
+                    "ev/s",
+                )
             )
-        rows.append(
-            (
-                f"apprise json:// destination ({n_apprise} events) vs bare apprise loop",
-                ours_apprise,
-                bare,
-                "ev/s",
-            )
-        )
     report("end to end, receive -> delivered", rows)
 
 

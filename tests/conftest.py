@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,16 @@ def run_relayhook(
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
+
+
+@pytest.fixture
+def sink() -> Any:
+    """A real HTTP server on loopback that destinations send to (support.HTTPSink)."""
+    from support import HTTPSink  # support imports this module
+
+    s = HTTPSink().start()
+    yield s
+    s.stop()
 
 
 BASE_CONFIG = """\

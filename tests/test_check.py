@@ -79,6 +79,29 @@ def test_several_problems_are_all_reported_in_one_run() -> None:
     ]
 
 
+def test_processes_only_for_apprise_and_in_range(tmp_path: object) -> None:
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    (root / "rules").mkdir()
+    (root / "config.yaml").write_text(
+        "rules: rules\n"
+        "sources: {}\n"
+        "destinations:\n"
+        "  a: {url: 'json://127.0.0.1:9/a', processes: -1}\n"
+        "  b: {url: 'json://127.0.0.1:9/b', processes: 65}\n"
+        "  c: {webhook: 'http://127.0.0.1:9/c', processes: 2}\n"
+    )
+    result = run_relayhook("check", "--config", "config.yaml", cwd=root)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "config.yaml:4: destination 'a': processes: must be at least 0, got -1",
+        "config.yaml:5: destination 'b': processes: must be at most 64, got 65",
+        "config.yaml:6: unknown key 'processes' in destination 'c'",
+        "3 problems found",
+    ]
+
+
 def test_example_config_is_ok() -> None:
     result = run_relayhook("check", "--config", "config.example.yaml", cwd=REPO)
     assert result.returncode == 0, result.stderr

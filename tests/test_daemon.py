@@ -68,13 +68,6 @@ def event(n: int, event_type: str = "customer.created") -> dict[str, Any]:
 
 
 @pytest.fixture
-def sink() -> Any:
-    s = HTTPSink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def smtp() -> Any:
     s = SMTPSink().start()
     yield s

@@ -25,13 +25,6 @@ from test_daemon import echo_rule, event, make_config
 ADMIN = "admin-token-for-ops-tests"
 
 
-@pytest.fixture
-def sink() -> Any:
-    s = HTTPSink().start()
-    yield s
-    s.stop()
-
-
 def metric(daemon: Daemon, name: str) -> float | None:
     status, text = daemon.request("GET", "/metrics")
     assert status == 200

@@ -9,9 +9,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
 
 from conftest import run_relayhook
@@ -164,13 +162,6 @@ def security_config(root: Path, sink: HTTPSink) -> Path:
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root / "config.yaml"
-
-
-@pytest.fixture
-def sink() -> Any:
-    s = HTTPSink().start()
-    yield s
-    s.stop()
 
 
 def test_schemes_end_to_end(tmp_path: Path, sink: HTTPSink) -> None:

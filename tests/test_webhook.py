@@ -11,20 +11,11 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conftest import run_relayhook
 from support import HTTPSink, db_count, db_rows, running, wait_for
 from test_daemon import event, make_config, sample
 
 SIGN = "whsec_" + base64.b64encode(b"relayhook outbound signing key!").decode()
-
-
-@pytest.fixture
-def sink() -> Any:
-    s = HTTPSink().start()
-    yield s
-    s.stop()
 
 
 def webhook(sink: HTTPSink, path: str, **extra: Any) -> dict[str, Any]:

@@ -63,8 +63,9 @@ _TOP_KEYS = {
 }
 _SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body", "max_depth", "allow_ips"}
 _DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
-_DEST_KEYS_APPRISE = {"url", "format", *_DEST_COMMON}
+_DEST_KEYS_APPRISE = {"url", "format", "processes", *_DEST_COMMON}
 _DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
+_MAX_PROCESSES = 64
 _RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
 _CONCURRENCY_KEYS = {"total", "per_destination"}
 
@@ -132,6 +133,7 @@ class Destination:
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None  # compiled jinja2.Template for webhook destinations
     sign: str | None = None  # a Standard Webhooks secret: sign what we send
+    processes: int = 0  # apprise only: worker processes to send from; 0 for threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,6 +539,10 @@ def _read_destination(
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
     fmt = r.choice("format", FORMATS)
+    processes = r.integer("processes", 0, minimum=0)
+    if processes > _MAX_PROCESSES:
+        r.fail("processes", f"must be at most {_MAX_PROCESSES}, got {processes}")
+        processes = 0
     if url is None:
         return None
     if not url:
@@ -554,6 +560,7 @@ def _read_destination(
         concurrency=conc,
         format=fmt,  # type: ignore[arg-type]
         min_interval=interval,
+        processes=processes,
     )
 
 

@@ -87,7 +87,7 @@ class Daemon:
                     listen_port=self.listen[1],
                     database=self.config.database,
                 )
-                runtime = Runtime(config)
+                runtime = Runtime(config, previous=self.dispatcher.runtime)
             except ConfigError as e:
                 problems = [str(p) for p in e.problems]
             except Exception as e:  # noqa: BLE001 - whatever breaks, the old config stays

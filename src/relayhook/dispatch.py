@@ -49,17 +49,28 @@ def backoff(attempt_number: int, policy: RetryPolicy) -> float:
 class Runtime:
     """The config in force and a sender per destination; swapped whole on reload.
 
-    A retired runtime closes its senders once the last attempt using them is done.
+    A destination whose settings a reload leaves alone keeps its sender (its connections
+    and worker processes); a retired runtime closes the rest once the last attempt using
+    them is done.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, previous: Runtime | None = None) -> None:
         self.config = config
-        self.senders: dict[str, Sender] = {
-            name: make_sender(dest) for name, dest in config.destinations.items()
-        }
+        self.senders: dict[str, Sender] = {}
+        for name, dest in config.destinations.items():
+            if previous is not None and previous.config.destinations.get(name) == dest:
+                self.senders[name] = previous.senders[name]
+            else:
+                self.senders[name] = make_sender(dest)
         self._users = 0
         self._retired = False
+        self._kept: list[Sender] = []  # senders the successor took over: not ours to close
         self._closing: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        """Start what the senders start ahead of the first send (worker processes)."""
+        for sender in self.senders.values():
+            sender.open()
 
     def acquire(self) -> Runtime:
         self._users += 1
@@ -70,8 +81,10 @@ class Runtime:
         if self._retired and self._users == 0:
             self._close_soon()
 
-    def retire(self) -> None:
+    def retire(self, successor: Runtime | None = None) -> None:
         self._retired = True
+        if successor is not None:
+            self._kept = list(successor.senders.values())
         if self._users == 0:
             self._close_soon()
 
@@ -81,7 +94,8 @@ class Runtime:
 
     async def close(self) -> None:
         for sender in self.senders.values():
-            await sender.close()
+            if not any(sender is kept for kept in self._kept):
+                await sender.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +155,7 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.runtime.open()
         recovered = await self.store.run(lambda c: log.recover(c, self.clock()))
         if recovered:
             logger.info(
@@ -155,7 +170,8 @@ class Dispatcher:
     def swap(self, runtime: Runtime) -> None:
         """Put a new config in force; attempts already running finish on the old one."""
         old, self.runtime = self.runtime, runtime
-        old.retire()
+        old.retire(successor=runtime)
+        runtime.open()
         self._route_wake.set()
         self._send_wake.set()
 

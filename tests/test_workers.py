@@ -1,0 +1,179 @@
+"""Apprise destinations with `processes: N`: sends from worker processes of a real daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from support import Daemon, HTTPSink, db_count, db_rows, running, wait_for
+from test_daemon import echo_rule, event, make_config
+
+
+def workers_of(pid: int) -> list[int]:
+    """Pids of the worker processes whose parent is pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"relayhook.workers" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_every_event_arrives_once_through_two_workers(tmp_path: Path, sink: HTTPSink) -> None:
+    url = sink.url("/w").replace("json://", "json://user:hunter2-secret@")
+    config = make_config(
+        tmp_path,
+        {"chat": {"url": url, "processes": 2, "concurrency": 6}},
+        {"all.yaml": echo_rule(["chat"])},
+    )
+    with running(config) as daemon:
+        for n in range(300):
+            assert daemon.post(event(n))[0] == 202
+        wait_for(lambda: len(sink.at("/w")) >= 300, 30, "300 deliveries")
+        assert daemon.proc is not None
+        pids = workers_of(daemon.proc.pid)
+        assert len(pids) == 2
+        for pid in pids:  # the URL's password reaches the worker by pipe, not by argv
+            assert b"hunter2" not in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        time.sleep(0.3)
+    titles = sorted(r.json()["title"] for r in sink.at("/w"))
+    assert titles == sorted(f"customer.created d-{n}" for n in range(300))
+    db = tmp_path / "relayhook.db"
+    assert db_count(db, "deliveries", "state = 'delivered'") == 300
+    assert db_count(db, "attempts") == 300
+
+
+def test_a_hung_send_times_out_and_its_worker_is_replaced(tmp_path: Path, sink: HTTPSink) -> None:
+    sink.responses["/w"] = ["hang", 200]
+    sink.hang_seconds = 20
+    config = make_config(
+        tmp_path,
+        {"chat": {"url": sink.url("/w"), "processes": 1, "concurrency": 2, "timeout": "1s"}},
+        {"all.yaml": echo_rule(["chat"])},
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        assert daemon.post(event(0))[0] == 202
+        wait_for(lambda: len(sink.at("/w")) == 1, 10, "the first send to hang")
+        (first,) = workers_of(daemon.proc.pid)
+        start = time.monotonic()
+        for n in range(1, 6):
+            assert daemon.post(event(n))[0] == 202
+        # The worker is stuck for 20 s; a new one sends the rest, and the timed-out
+        # delivery is retried and arrives too.
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 6, 15, "all six")
+        assert time.monotonic() - start < 10
+        assert not alive(first)
+        assert len(workers_of(daemon.proc.pid)) == 1
+    (timeout,) = db_rows(db, "SELECT * FROM attempts WHERE outcome = 'timeout'")
+    assert timeout["error"] == "timeout (may have been delivered)"
+    assert 900 <= timeout["duration_ms"] < 3000
+    assert db_count(db, "attempts") == 7  # one timeout, six delivered
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path, sink: HTTPSink) -> None:
+    sink.responses["/w"] = ["hang", 200]
+    sink.hang_seconds = 3
+    config = make_config(
+        tmp_path,
+        {"chat": {"url": sink.url("/w"), "processes": 1, "timeout": "10s"}},
+        {"all.yaml": echo_rule(["chat"])},
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        assert daemon.post(event(0))[0] == 202
+        wait_for(lambda: len(sink.at("/w")) == 1, 10, "the first send")
+        (worker,) = workers_of(daemon.proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: db_count(db, "attempts") == 1, 10, "the attempt to be recorded")
+        (attempt,) = db_rows(db, "SELECT * FROM attempts")
+        assert attempt["outcome"] == "failed"
+        assert attempt["error"] == (
+            "the worker process exited (code -9) during the send (may have been delivered)"
+        )
+        for n in range(1, 4):
+            assert daemon.post(event(n))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 4, 15, "the rest")
+        assert len(workers_of(daemon.proc.pid)) == 1
+    assert "worker process exited (code -9); starting another" in daemon.log()
+
+
+def test_workers_outlive_sigterm_for_the_drain_and_not_the_daemon(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    sink.responses["/w"] = ["hang", 200]
+    sink.hang_seconds = 2
+    config = make_config(
+        tmp_path,
+        {"chat": {"url": sink.url("/w"), "processes": 2, "timeout": "10s"}},
+        {"all.yaml": echo_rule(["chat"])},
+        extra="shutdown_timeout: 10s\n",
+    )
+    db = tmp_path / "relayhook.db"
+    daemon = Daemon(config).start()
+    assert daemon.proc is not None
+    assert daemon.post(event(0))[0] == 202
+    wait_for(lambda: len(sink.at("/w")) == 1, 10, "a send in flight")
+    pids = workers_of(daemon.proc.pid)
+    # systemd signals the whole unit: the workers ignore it and finish the send in flight.
+    for pid in [daemon.proc.pid, *pids]:
+        os.kill(pid, signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    (attempt,) = db_rows(db, "SELECT * FROM attempts")  # the one send, not a retry
+    assert attempt["outcome"] == "delivered"
+    assert attempt["duration_ms"] >= 1900
+    wait_for(lambda: not any(alive(p) for p in pids), 10, "the workers to leave")
+
+    # SIGKILL of the daemon closes the workers' stdin: they leave on their own.
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        assert daemon.post(event(1))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 2, 10, "delivery")
+        pids = workers_of(daemon.proc.pid)
+        assert pids
+        daemon.kill()
+    wait_for(lambda: not any(alive(p) for p in pids), 10, "orphaned workers to leave")
+
+
+def test_reload_keeps_the_workers_of_an_unchanged_destination(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    destinations = {
+        "chat": {"url": sink.url("/chat"), "processes": 1},
+        "ops": {"url": sink.url("/ops"), "processes": 1},
+    }
+    config = make_config(tmp_path, destinations, {"all.yaml": echo_rule(["chat", "ops"])})
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        wait_for(lambda: len(workers_of(pid)) == 2, 10, "workers started ahead of any send")
+        before = set(workers_of(pid))
+        destinations["ops"]["timeout"] = "5s"  # only ops changes
+        make_config(tmp_path, destinations, {"all.yaml": echo_rule(["chat", "ops"])})
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: len(before & set(workers_of(pid))) == 1, 10, "ops's worker to go")
+        wait_for(lambda: len(workers_of(pid)) == 2, 10, "a worker for the new ops")
+        assert daemon.post(event(1))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 2, 10, "both")
+        assert len(before & set(workers_of(pid))) == 1
+    assert len(sink.at("/chat")) == len(sink.at("/ops")) == 1
