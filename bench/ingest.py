@@ -35,7 +35,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     need("wrk", "wrk")
-    results: dict[str, list[float]] = {"trivial": [], "relayhook": [], "alertmanager": []}
+    results: dict[str, list[float]] = {
+        "trivial": [],
+        "front": [],
+        "relayhook": [],
+        "alertmanager": [],
+    }
     with tempdir() as tmp:
         root = Path(tmp)
         config = relayhook_config(
@@ -48,14 +53,14 @@ def main() -> None:
             '{"event": "never.*", "rules": [{"name": "never", "to": ["sink"], "body": "x"}]}'
         )
         for _ in range(args.rounds):
-            port = free_port()
-            with process([str(BIN / "python"), str(BENCH / "trivial_app.py"), str(port)]):
-                wait_http(f"http://127.0.0.1:{port}/hooks/x", 30)
-                results["trivial"].append(
-                    wrk(f"http://127.0.0.1:{port}/hooks/bench", "relayhook.lua", args.seconds)[
-                        "rate"
-                    ]
-                )
+            for name, flags in (("trivial", []), ("front", ["--front"])):
+                port = free_port()
+                with process(
+                    [str(BIN / "python"), str(BENCH / "trivial_app.py"), str(port), *flags]
+                ):
+                    wait_http(f"http://127.0.0.1:{port}/hooks/x", 30)
+                    url = f"http://127.0.0.1:{port}/hooks/bench"
+                    results[name].append(wrk(url, "relayhook.lua", args.seconds)["rate"])
             port = free_port()
             with relayhook(config, port):
                 run = wrk(
@@ -78,7 +83,9 @@ def main() -> None:
             .execute("SELECT COUNT(*) FROM events")
             .fetchone()[0]
         )
-    trivial, ours, am = (median(results[k]) for k in ("trivial", "relayhook", "alertmanager"))
+    trivial, front, ours, am = (
+        median(results[k]) for k in ("trivial", "front", "relayhook", "alertmanager")
+    )
     report(
         f"durable ingest (wrk -c32, req/s, median of {args.rounds})",
         [
@@ -89,6 +96,12 @@ def main() -> None:
                 "req/s",
             ),
             ("relayhook vs Alertmanager POST /api/v2/alerts", ours, am, "req/s"),
+            (
+                "relayhook vs the trivial work as ASGI in front of Litestar",
+                ours,
+                front,
+                "req/s",
+            ),
         ],
     )
     print(f"  runs: {results}; events on disk: {stored}")

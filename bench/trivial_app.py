@@ -1,4 +1,6 @@
-"""The baseline: a trivial Litestar handler, served the way relayhook is."""
+"""The baselines: a trivial Litestar handler, served the way relayhook is; with --front,
+the same trivial work as a plain ASGI handler in front of Litestar, the way relayhook
+serves /hooks/ (what Python here can answer when nothing is parsed or stored)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,21 @@ async def receive(request: Request[Any, Any, Any], source: str) -> dict[str, int
 
 app = Litestar([receive], openapi_config=None, logging_config=None)
 
+
+async def front(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"].startswith("/hooks/"):
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"event_id": 1}'})
+    else:
+        await app(scope, receive, send)
+
+
 if __name__ == "__main__":
     uvicorn.run(
-        app,
+        front if "--front" in sys.argv else app,
         host="127.0.0.1",
         port=int(sys.argv[1]),
         loop="uvloop",

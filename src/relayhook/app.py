@@ -1,4 +1,5 @@
-"""The HTTP face: the Litestar app that mounts /hooks/, health, readiness, metrics, /api/."""
+"""The HTTP face: /hooks/ straight to the ingest handler; health, readiness, metrics and
+/api/ through Litestar."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from litestar import Litestar, Request, Response, asgi, get
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 
 from relayhook import deliverylog as log
 from relayhook.api import Control, admin_router
 from relayhook.dispatch import Dispatcher, Runtime
-from relayhook.hooks import hooks_endpoint
+from relayhook.hooks import PREFIX, ASGIApp, hooks_endpoint
 from relayhook.store import Store
 
 __all__ = ["create_app"]
@@ -31,15 +32,15 @@ def create_app(
     store: Store,
     control: Control | None = None,
     clock: Callable[[], float] = time.time,
-) -> Litestar:
-    """The Litestar app over the given resources (tests build it with theirs)."""
+) -> ASGIApp:
+    """The ASGI app over the given resources."""
 
     def runtime() -> Runtime:
         return dispatcher.runtime
 
     metrics = dispatcher.metrics
 
-    ingest = asgi("/hooks", is_mount=True)(hooks_endpoint(dispatcher, store, clock))
+    ingest = hooks_endpoint(dispatcher, store, clock)
 
     @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
     async def metrics_endpoint() -> bytes:
@@ -71,9 +72,8 @@ def create_app(
         )
         return _error(500, "internal error; see the relayhook log")
 
-    return Litestar(
+    litestar = Litestar(
         route_handlers=[
-            ingest,
             healthz,
             readyz,
             metrics_endpoint,
@@ -84,3 +84,12 @@ def create_app(
         logging_config=None,
         request_max_body_size=None,
     )
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
+            await ingest(scope, receive, send)
+        else:
+            await litestar(scope, receive, send)
+
+    return app
