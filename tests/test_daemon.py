@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -272,6 +274,75 @@ def test_bad_inputs_get_clear_errors_and_write_nothing(tmp_path: Path, sink: HTT
         assert db_count(db, "events") == 1
         assert daemon.request("GET", "/healthz") == (200, {"status": "ok"})
         assert daemon.request("GET", "/nowhere") == (404, {"error": "Not Found"})
+        assert daemon.request("POST", "/hooks") == (404, {"error": "unknown source ''"})
+        assert daemon.request("GET", "/hooks/openvolt") == (
+            405,
+            {"error": "method not allowed: send events with POST"},
+        )
+
+
+def test_a_failed_commit_is_a_503_and_keeps_nothing(tmp_path: Path, sink: HTTPSink) -> None:
+    config = make_config(
+        tmp_path, {"hook": {"url": sink.url("/a")}}, {"all.yaml": echo_rule(["hook"])}
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.post(event(1))[0] == 202
+        # A real failure inside the daemon's write transaction, as a full disk would be.
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events"
+                " BEGIN SELECT RAISE(ABORT, 'disk is on fire'); END"
+            )
+            conn.commit()
+        assert daemon.post(event(2)) == (
+            503,
+            {
+                "error": "could not store the event (disk is on fire); nothing was kept,"
+                " send it again later"
+            },
+        )
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute("DROP TRIGGER refuse")
+            conn.commit()
+        assert daemon.post(event(2))[0] == 202
+        assert db_count(db, "events") == 2
+        wait_for(lambda: len(sink.at("/a")) == 2, 10, "both deliveries")
+    assert "POST /hooks/openvolt: could not store the event: disk is on fire" in daemon.log()
+
+
+def test_a_failing_delivery_log_holds_work_without_sending_twice(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    config = make_config(
+        tmp_path, {"hook": {"url": sink.url("/a")}}, {"all.yaml": echo_rule(["hook"])}
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON attempts"
+                " BEGIN SELECT RAISE(ABORT, 'disk is on fire'); END"
+            )
+            conn.commit()
+        for n in range(5):
+            assert daemon.post(event(n))[0] == 202
+        # Sent, but their outcomes cannot be written: the recorder fails and starts again.
+        wait_for(lambda: len(sink.at("/a")) == 5, 10, "five sends")
+        wait_for(
+            lambda: "recorder: database error (disk is on fire); trying again in 1s" in daemon.log()
+        )
+        time.sleep(2.5)  # a scheduler that forgot them would send them again by now
+        assert len(sink.at("/a")) == 5
+        assert daemon.request("GET", "/readyz")[0] == 200
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute("DROP TRIGGER refuse")
+            conn.commit()
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 5, 10, "records")
+        assert daemon.post(event(9))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 6, 10, "one more")
+    assert len(sink.at("/a")) == 6
+    assert db_count(db, "attempts") == 6
 
 
 def test_hanging_destination_does_not_delay_another(tmp_path: Path, sink: HTTPSink) -> None:

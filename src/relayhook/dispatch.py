@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +35,7 @@ logger = logging.getLogger("relayhook.dispatch")
 _ROUTE_BATCH = 256
 _FRESH_MAX = 10_000  # events held in memory for routing; past this, read from the database
 _IDLE_POLL = 1.0
+_RESTART = 1.0
 
 
 def backoff(attempt_number: int, policy: RetryPolicy) -> float:
@@ -162,10 +164,26 @@ class Dispatcher:
                 "retrying %d deliveries that were in flight when relayhook stopped", recovered
             )
         self._loops = [
-            asyncio.create_task(self._route_loop(), name="relayhook-router"),
-            asyncio.create_task(self._send_loop(), name="relayhook-scheduler"),
-            asyncio.create_task(self._record_loop(), name="relayhook-recorder"),
+            asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
+            for name, loop in (
+                ("router", self._route_loop),
+                ("scheduler", self._send_loop),
+                ("recorder", self._record_loop),
+            )
         ]
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run loop; when the database fails under it (disk full, locked for long), log
+        and start it again after a pause: the state it needs is on disk or kept aside."""
+        while not self._stopping:
+            try:
+                await loop()
+            except sqlite3.Error as e:
+                logger.error("%s: database error (%s); trying again in %gs", name, e, _RESTART)
+                await asyncio.sleep(_RESTART)
+            except Exception:
+                logger.exception("%s failed; starting it again in %gs", name, _RESTART)
+                await asyncio.sleep(_RESTART)
 
     def swap(self, runtime: Runtime) -> None:
         """Put a new config in force; attempts already running finish on the old one."""
@@ -397,7 +415,8 @@ class Dispatcher:
 
     async def _record_loop(self) -> None:
         while not self._stopping:
-            await self._record_wake.wait()
+            if not self._records:  # after a failed write, they are still waiting
+                await self._record_wake.wait()
             self._record_wake.clear()
             await self._flush_records()
 
@@ -405,7 +424,11 @@ class Dispatcher:
         if not self._records:
             return
         batch, self._records = self._records, []
-        await self.store.run(lambda c: log.record_attempts(c, batch))
+        try:
+            await self.store.run(lambda c: log.record_attempts(c, batch))
+        except BaseException:
+            self._records[:0] = batch  # written with the next batch; still busy until then
+            raise
         self._busy.difference_update(record[0] for record in batch)
         self._send_wake.set()  # retries may be due sooner than the scheduler thought
 

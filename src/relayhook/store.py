@@ -15,6 +15,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlite_utils
@@ -241,17 +242,12 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if events:
-                outcomes.extend(_insert_events(conn, [job[0] for job in events]))
+                # The events together, then a savepoint per job: what fails does not undo
+                # its neighbours.
+                rows = [job[0] for job in events]
+                outcomes.extend(_in_savepoint(conn, lambda c: _insert_events(c, rows), len(rows)))
             for fn, _, _, _ in batch[len(events) :]:
-                # A savepoint per job: one failing job does not undo its neighbours.
-                conn.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((fn(conn), None))
-                    conn.execute("RELEASE job")
-                except Exception as e:  # noqa: BLE001 - handed to the awaiting caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((None, e))
+                outcomes.extend(_in_savepoint(conn, partial(_one_job, fn), 1))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
@@ -265,12 +261,36 @@ class Store:
             loop.call_soon_threadsafe(_settle_all, settled)
 
 
-def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, None]]:
+def _in_savepoint(
+    conn: sqlite3.Connection,
+    work: Callable[[sqlite3.Connection], list[tuple[Any, BaseException | None]]],
+    jobs: int,
+) -> list[tuple[Any, BaseException | None]]:
+    conn.execute("SAVEPOINT job")
+    try:
+        outcomes = work(conn)
+    except Exception as e:  # noqa: BLE001 - handed to the awaiting callers
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return [(None, e)] * jobs
+    conn.execute("RELEASE job")
+    return outcomes
+
+
+def _one_job(
+    fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection
+) -> list[tuple[Any, BaseException | None]]:
+    return [(fn(conn), None)]
+
+
+def _insert_events(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, BaseException | None]]:
     cur = conn.executemany(_INSERT_EVENTS, rows)
     if cur.rowcount == len(rows):
         return [((row[0], False), None) for row in rows]
     # Some keys were known: find which rows stand in their place.
-    found = []
+    found: list[tuple[Any, BaseException | None]] = []
     for row in rows:
         stored = conn.execute(
             "SELECT id FROM events WHERE source = ? AND event_key = ?", (row[1], row[2])
