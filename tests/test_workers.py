@@ -177,3 +177,27 @@ def test_reload_keeps_the_workers_of_an_unchanged_destination(
         wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 2, 10, "both")
         assert len(before & set(workers_of(pid))) == 1
     assert len(sink.at("/chat")) == len(sink.at("/ops")) == 1
+
+
+def test_two_idle_workers_take_one_send_each(tmp_path: Path, sink: HTTPSink) -> None:
+    sink.responses["/w"] = ["hang", "hang", 200]
+    sink.hang_seconds = 2
+    config = make_config(
+        tmp_path,
+        {"chat": {"url": sink.url("/w"), "processes": 2, "concurrency": 4}},
+        {"all.yaml": echo_rule(["chat"])},
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        wait_for(lambda: len(workers_of(pid)) == 2, 10, "both workers")
+        time.sleep(0.5)  # both have said ready
+        for n in range(2):
+            assert daemon.post(event(n))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 2, 10, "both")
+    first, second = sink.at("/w")
+    # Side by side, not one queued behind the other's 2 s.
+    assert second.at - first.at < 1.0
+    durations = [r["duration_ms"] for r in db_rows(db, "SELECT duration_ms FROM attempts")]
+    assert all(1900 <= d < 3000 for d in durations), durations

@@ -91,18 +91,20 @@ class ProcessAppriseSender:
         if (spawn or self._waiting) and missing > 0:
             for _ in range(missing):
                 self._spawn()
-        for worker in sorted(self._workers, key=lambda w: len(w.jobs)):
-            while (
-                self._waiting and worker.ready and not worker.killed and len(worker.jobs) < _DEPTH
-            ):
-                job = self._waiting.popleft()
-                if job.future.done():
-                    continue
-                assert worker.proc.stdin is not None
-                worker.proc.stdin.write(job.line)
-                worker.jobs.append(job)
-                if len(worker.jobs) == 1:
-                    self._begin(worker)
+        while self._waiting:
+            # Each job to the least busy worker: two idle workers get one job each.
+            open_ = [w for w in self._workers if w.ready and not w.killed and len(w.jobs) < _DEPTH]
+            if not open_:
+                return
+            worker = min(open_, key=lambda w: len(w.jobs))
+            job = self._waiting.popleft()
+            if job.future.done():
+                continue
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.write(job.line)
+            worker.jobs.append(job)
+            if len(worker.jobs) == 1:
+                self._begin(worker)
 
     def _begin(self, worker: _Worker) -> None:
         """The worker's first job is running from now: time it."""
