@@ -11,6 +11,24 @@ from support import Daemon, HTTPSink, db_count, db_rows, running, wait_for
 from test_daemon import echo_rule, event, make_config
 
 
+def chat(
+    tmp_path: Path,
+    sink: HTTPSink,
+    script: list[object],
+    hang: float,
+    extra: str = "",
+    **dest: object,
+) -> tuple[Path, Path]:
+    """A config with one apprise destination, chat, whose sink answers by script."""
+    sink.responses["/w"] = script
+    sink.hang_seconds = hang
+    destination = {"url": sink.url("/w"), **dest}
+    rules = {"all.yaml": echo_rule(["chat"])}
+    return make_config(
+        tmp_path, {"chat": destination}, rules, extra=extra
+    ), tmp_path / "relayhook.db"
+
+
 def workers_of(pid: int) -> list[int]:
     """Pids of the worker processes whose parent is pid."""
     found = []
@@ -61,14 +79,7 @@ def test_every_event_arrives_once_through_two_workers(tmp_path: Path, sink: HTTP
 
 
 def test_a_hung_send_times_out_and_its_worker_is_replaced(tmp_path: Path, sink: HTTPSink) -> None:
-    sink.responses["/w"] = ["hang", 200]
-    sink.hang_seconds = 20
-    config = make_config(
-        tmp_path,
-        {"chat": {"url": sink.url("/w"), "processes": 1, "concurrency": 2, "timeout": "1s"}},
-        {"all.yaml": echo_rule(["chat"])},
-    )
-    db = tmp_path / "relayhook.db"
+    config, db = chat(tmp_path, sink, ["hang", 200], 20, processes=1, concurrency=2, timeout="1s")
     with running(config) as daemon:
         assert daemon.proc is not None
         assert daemon.post(event(0))[0] == 202
@@ -90,14 +101,7 @@ def test_a_hung_send_times_out_and_its_worker_is_replaced(tmp_path: Path, sink: 
 
 
 def test_a_worker_that_dies_is_replaced(tmp_path: Path, sink: HTTPSink) -> None:
-    sink.responses["/w"] = ["hang", 200]
-    sink.hang_seconds = 3
-    config = make_config(
-        tmp_path,
-        {"chat": {"url": sink.url("/w"), "processes": 1, "timeout": "10s"}},
-        {"all.yaml": echo_rule(["chat"])},
-    )
-    db = tmp_path / "relayhook.db"
+    config, db = chat(tmp_path, sink, ["hang", 200], 3, processes=1, timeout="10s")
     with running(config) as daemon:
         assert daemon.proc is not None
         assert daemon.post(event(0))[0] == 202
@@ -120,15 +124,15 @@ def test_a_worker_that_dies_is_replaced(tmp_path: Path, sink: HTTPSink) -> None:
 def test_workers_outlive_sigterm_for_the_drain_and_not_the_daemon(
     tmp_path: Path, sink: HTTPSink
 ) -> None:
-    sink.responses["/w"] = ["hang", 200]
-    sink.hang_seconds = 2
-    config = make_config(
+    config, db = chat(
         tmp_path,
-        {"chat": {"url": sink.url("/w"), "processes": 2, "timeout": "10s"}},
-        {"all.yaml": echo_rule(["chat"])},
+        sink,
+        ["hang", 200],
+        2,
+        processes=2,
+        timeout="10s",
         extra="shutdown_timeout: 10s\n",
     )
-    db = tmp_path / "relayhook.db"
     daemon = Daemon(config).start()
     assert daemon.proc is not None
     assert daemon.post(event(0))[0] == 202
@@ -180,14 +184,7 @@ def test_reload_keeps_the_workers_of_an_unchanged_destination(
 
 
 def test_two_idle_workers_take_one_send_each(tmp_path: Path, sink: HTTPSink) -> None:
-    sink.responses["/w"] = ["hang", "hang", 200]
-    sink.hang_seconds = 2
-    config = make_config(
-        tmp_path,
-        {"chat": {"url": sink.url("/w"), "processes": 2, "concurrency": 4}},
-        {"all.yaml": echo_rule(["chat"])},
-    )
-    db = tmp_path / "relayhook.db"
+    config, db = chat(tmp_path, sink, ["hang", "hang", 200], 2, processes=2, concurrency=4)
     with running(config) as daemon:
         assert daemon.proc is not None
         pid = daemon.proc.pid
