@@ -324,3 +324,38 @@ def test_retention_prunes_periodically(tmp_path: Path, sink: HTTPSink) -> None:
         wait_for(lambda: db_count(db, "events") == 1, 15, "the periodic prune")
         assert db_count(db, "deliveries", "state = 'retrying'") == 1
         assert "pruned 10 events, 10 deliveries, 10 attempts" in d.log()
+
+
+def test_deliveries_for_a_removed_destination_wait_for_it(tmp_path: Path, sink: HTTPSink) -> None:
+    pager = HTTPSink()  # not listening yet: its deliveries retry
+    destinations = {"hook": {"url": sink.url("/a")}, "pager": {"url": pager.url("/p")}}
+    config = make_config(
+        tmp_path,
+        destinations,
+        {"a.yaml": echo_rule(["hook", "pager"])},
+        retry="{attempts: 100, first_delay: 200ms, max_delay: 500ms}",
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as d:
+        assert d.proc is not None
+        for n in range(3):
+            assert d.post(event(n))[0] == 202
+        wait_for(lambda: db_count(db, "deliveries", "state = 'retrying'") == 3, what="retrying")
+        # Renamed, as far as relayhook can tell: pager is gone from the config.
+        renamed = {"hook": destinations["hook"], "pager2": destinations["pager"]}
+        make_config(tmp_path, renamed, {"a.yaml": echo_rule(["hook", "pager2"])})
+        d.proc.send_signal(signal.SIGHUP)
+        warning = (
+            "3 deliveries wait for destination 'pager', which the config no longer has;"
+            " they are kept until it is configured again"
+        )
+        wait_for(lambda: warning in d.log(), what="the warning")
+        assert db_count(db, "deliveries", "state = 'retrying'") == 3
+        pager.start()
+        try:
+            make_config(tmp_path, destinations, {"a.yaml": echo_rule(["hook", "pager"])})
+            d.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: len(pager.at("/p")) == 3, what="the kept deliveries")
+        finally:
+            pager.stop()
+    assert len(sink.at("/a")) == 3

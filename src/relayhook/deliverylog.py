@@ -159,6 +159,17 @@ def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float 
     return None if row[0] is None else float(row[0])
 
 
+def waiting_by_destination(conn: sqlite3.Connection) -> dict[str, int]:
+    """Deliveries still to be sent (pending or retrying), per destination."""
+    return {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            "SELECT destination, COUNT(*) FROM deliveries"
+            " WHERE state IN ('pending', 'retrying') GROUP BY destination"
+        )
+    }
+
+
 def record_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Many attempts at once: (delivery_id, number, started_at, duration_ms, outcome, error,
     state, next_attempt_at, now) each."""

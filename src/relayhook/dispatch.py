@@ -146,6 +146,7 @@ class Dispatcher:
         self._next_start: dict[str, float] = {}  # monotonic time a paced destination may send
         self._attempts: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._fresh: deque[StoredEvent] = deque()
         self._records: list[tuple[Any, ...]] = []
@@ -163,6 +164,7 @@ class Dispatcher:
             logger.info(
                 "retrying %d deliveries that were in flight when relayhook stopped", recovered
             )
+        await self._report_orphans(self.runtime.config)
         self._loops = [
             asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
             for name, loop in (
@@ -190,8 +192,28 @@ class Dispatcher:
         old, self.runtime = self.runtime, runtime
         old.retire(successor=runtime)
         runtime.open()
+        task = asyncio.get_running_loop().create_task(self._report_orphans(runtime.config))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
         self._route_wake.set()
         self._send_wake.set()
+
+    async def _report_orphans(self, config: Config) -> None:
+        """Say which waiting deliveries name a destination the config no longer has.
+
+        The scheduler only sends to configured destinations, so these wait, on disk, until
+        the destination is configured again (a rename looks like a removal).
+        """
+        waiting = await self.store.run(log.waiting_by_destination)
+        for name, count in sorted(waiting.items()):
+            if name not in config.destinations:
+                logger.warning(
+                    "%d deliveries wait for destination '%s', which the config no longer has;"
+                    " they are kept until it is configured again",
+                    count,
+                    name,
+                    extra={"destination": name},
+                )
 
     @property
     def running(self) -> bool:
@@ -202,9 +224,9 @@ class Dispatcher:
         self._stopping = True
         self._route_wake.set()
         self._send_wake.set()
-        for task in self._loops:
+        for task in [*self._loops, *self._chores]:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._chores, return_exceptions=True)
         if self._attempts:
             _, pending = await asyncio.wait(self._attempts, timeout=drain_timeout)
             for task in pending:
