@@ -82,8 +82,9 @@ def show(config: Path, delivery_id: int) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+@pytest.mark.parametrize("processes", [0, 1], ids=["threads", "worker-processes"])
 def test_every_sample_arrives_in_chat_and_email(
-    tmp_path: Path, sink: HTTPSink, smtp: SMTPSink
+    tmp_path: Path, sink: HTTPSink, smtp: SMTPSink, processes: int
 ) -> None:
     # The example rules, with every rule also sending to ops-email.
     rules_dir = tmp_path / "rules"
@@ -96,16 +97,18 @@ def test_every_sample_arrives_in_chat_and_email(
     config = make_config(
         tmp_path,
         {
-            "ops-slack": {"url": sink.url("/slack"), "format": "markdown"},
+            "ops-slack": {"url": sink.url("/slack"), "format": "markdown", "processes": processes},
             "ops-email": {
                 "url": smtp.url("ops@example.com"),
                 "format": "html",
                 "min_interval": "0s",
+                "processes": processes,
             },
             "security-email": {
                 "url": smtp.url("security@example.com"),
                 "format": "html",
                 "min_interval": "0s",
+                "processes": processes,
             },
         },
         {},
