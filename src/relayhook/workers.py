@@ -175,7 +175,11 @@ class ProcessAppriseSender:
             self._failures = 0
             worker.ready = True
             self._dispatch()
-            await self._read_outcomes(worker)
+            try:
+                await self._read_outcomes(worker)
+            except Exception:  # never strand the sends this worker holds
+                logger.exception("destination %s: reading a worker failed", self.dest.name)
+                self._kill(worker)
         code = await proc.wait()
         self._workers.remove(worker)
         self._settle(worker, code)
