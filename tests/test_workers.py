@@ -198,3 +198,31 @@ def test_two_idle_workers_take_one_send_each(tmp_path: Path, sink: HTTPSink) -> 
     assert second.at - first.at < 1.0
     durations = [r["duration_ms"] for r in db_rows(db, "SELECT duration_ms FROM attempts")]
     assert all(1900 <= d < 3000 for d in durations), durations
+
+
+def test_reloads_under_load_replace_workers_without_losing_sends(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    config, db = chat(tmp_path, sink, [200], 0, processes=2, concurrency=8)
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        sent = 0
+        seen: set[int] = set()
+        for n in range(6):
+            for _ in range(50):
+                assert daemon.post(event(sent))[0] == 202
+                sent += 1
+            seen.update(workers_of(pid))
+            # A changed timeout is a changed destination: new workers, the old ones retire.
+            chat(tmp_path, sink, [200], 0, processes=2, concurrency=8, timeout=f"{5 + n % 2}s")
+            os.kill(pid, signal.SIGHUP)
+            time.sleep(0.3)
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == sent, 30, "all")
+        wait_for(lambda: len(workers_of(pid)) == 2, 10, "two workers in the end")
+        seen.update(workers_of(pid))
+        assert len(seen) > 4  # workers were replaced along the way...
+        retired = seen - set(workers_of(pid))
+        wait_for(lambda: not any(alive(p) for p in retired), 10, "retired workers to leave")
+    assert len(sink.at("/w")) == sent == 300
+    assert db_count(db, "attempts") == 300
