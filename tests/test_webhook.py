@@ -169,3 +169,37 @@ def test_default_body_and_bad_config(tmp_path: Path, sink: HTTPSink) -> None:
         "destination 'w': sign: must be a Standard Webhooks secret: whsec_ followed by base64"
         in result.stderr
     )
+
+
+def test_a_send_in_flight_survives_two_quick_reloads(tmp_path: Path, sink: HTTPSink) -> None:
+    # The first reload keeps the destination's HTTP pool, the second replaces it; the old
+    # pool must stay open until the send that began before both is done.
+    sink.responses["/slow"] = ["hang"]
+    sink.hang_seconds = 2
+    rules = {"all.yaml": {"event": "*", "rules": [{"name": "r", "to": ["hook"], "body": "x"}]}}
+    admin = "admin-token-" + "x" * 8
+    config = make_config(
+        tmp_path,
+        {"hook": webhook(sink, "/slow", timeout="10s")},
+        rules,
+        extra=f"admin_token: {admin}\n",
+    )
+    db = tmp_path / "relayhook.db"
+    with running(config) as daemon:
+        assert daemon.proc is not None
+        assert daemon.post(event(1))[0] == 202
+        wait_for(lambda: len(sink.at("/slow")) == 1, 10, "the send to begin")
+        for timeout in ("10s", "9s"):
+            make_config(
+                tmp_path,
+                {"hook": webhook(sink, "/slow", timeout=timeout)},
+                rules,
+                extra=f"admin_token: {admin}\n",
+            )
+            answer = daemon.request(
+                "POST", "/api/reload", headers={"Authorization": f"Bearer {admin}"}
+            )
+            assert answer[0] == 200, answer
+        wait_for(lambda: db_count(db, "attempts") == 1, 10, "the attempt")
+    (attempt,) = db_rows(db, "SELECT outcome, error FROM attempts")
+    assert (attempt["outcome"], attempt["error"]) == ("delivered", None)

@@ -52,21 +52,26 @@ class Runtime:
     """The config in force and a sender per destination; swapped whole on reload.
 
     A destination whose settings a reload leaves alone keeps its sender (its connections
-    and worker processes); a retired runtime closes the rest once the last attempt using
-    them is done.
+    and worker processes). A retired runtime closes its senders once the last attempt using
+    it is done, except those a newer runtime still holds.
     """
 
     def __init__(self, config: Config, previous: Runtime | None = None) -> None:
         self.config = config
-        self.senders: dict[str, Sender] = {}
+        senders: dict[str, Sender] = {}
         for name, dest in config.destinations.items():
             if previous is not None and previous.config.destinations.get(name) == dest:
-                self.senders[name] = previous.senders[name]
+                senders[name] = previous.senders[name]
             else:
-                self.senders[name] = make_sender(dest)
+                senders[name] = make_sender(dest)
+        self.senders: dict[str, Sender] = senders
+        # How many runtimes hold each sender, shared by every runtime of one daemon: a
+        # sender closes with the last of them. Counted only once every sender was made.
+        self._holders: dict[int, int] = previous._holders if previous is not None else {}
+        for sender in senders.values():
+            self._holders[id(sender)] = self._holders.get(id(sender), 0) + 1
         self._users = 0
         self._retired = False
-        self._kept: list[Sender] = []  # senders the successor took over: not ours to close
         self._closing: asyncio.Task[None] | None = None
 
     def open(self) -> None:
@@ -83,10 +88,8 @@ class Runtime:
         if self._retired and self._users == 0:
             self._close_soon()
 
-    def retire(self, successor: Runtime | None = None) -> None:
+    def retire(self) -> None:
         self._retired = True
-        if successor is not None:
-            self._kept = list(successor.senders.values())
         if self._users == 0:
             self._close_soon()
 
@@ -96,7 +99,10 @@ class Runtime:
 
     async def close(self) -> None:
         for sender in self.senders.values():
-            if not any(sender is kept for kept in self._kept):
+            left = self._holders.pop(id(sender), 1) - 1
+            if left:
+                self._holders[id(sender)] = left
+            else:
                 await sender.close()
 
 
@@ -190,7 +196,7 @@ class Dispatcher:
     def swap(self, runtime: Runtime) -> None:
         """Put a new config in force; attempts already running finish on the old one."""
         old, self.runtime = self.runtime, runtime
-        old.retire(successor=runtime)
+        old.retire()
         runtime.open()
         task = asyncio.get_running_loop().create_task(self._report_orphans(runtime.config))
         self._chores.add(task)
