@@ -189,7 +189,7 @@ def test_two_idle_workers_take_one_send_each(tmp_path: Path, sink: HTTPSink) -> 
         assert daemon.proc is not None
         pid = daemon.proc.pid
         wait_for(lambda: len(workers_of(pid)) == 2, 10, "both workers")
-        time.sleep(0.5)  # both have said ready
+        time.sleep(2)  # both have imported apprise and said ready (~0.3 s each, idle)
         for n in range(2):
             assert daemon.post(event(n))[0] == 202
         wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 2, 10, "both")
