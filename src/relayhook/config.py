@@ -237,7 +237,7 @@ class _Reader:
             return default
         return str(value)
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.node.get(key, default)
         try:
             if isinstance(value, bool) or not isinstance(value, int | str):
@@ -248,6 +248,9 @@ class _Reader:
             return default
         if number < minimum:
             self.fail(key, f"must be at least {minimum}, got {number}")
+            return default
+        if maximum is not None and number > maximum:
+            self.fail(key, f"must be at most {maximum}, got {number}")
             return default
         return number
 
@@ -539,10 +542,7 @@ def _read_destination(
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
     fmt = r.choice("format", FORMATS)
-    processes = r.integer("processes", 0, minimum=0)
-    if processes > _MAX_PROCESSES:
-        r.fail("processes", f"must be at most {_MAX_PROCESSES}, got {processes}")
-        processes = 0
+    processes = r.integer("processes", 0, minimum=0, maximum=_MAX_PROCESSES)
     if url is None:
         return None
     if not url:
