@@ -67,9 +67,8 @@ class Runtime:
         self.senders: dict[str, Sender] = senders
         # How many runtimes hold each sender, shared by every runtime of one daemon: a
         # sender closes with the last of them. Counted only once every sender was made.
-        self._holders: dict[int, int] = previous._holders if previous is not None else {}
-        for sender in senders.values():
-            self._holders[id(sender)] = self._holders.get(id(sender), 0) + 1
+        self._holders: Counter[Sender] = previous._holders if previous is not None else Counter()
+        self._holders.update(senders.values())
         self._users = 0
         self._retired = False
         self._closing: asyncio.Task[None] | None = None
@@ -99,10 +98,9 @@ class Runtime:
 
     async def close(self) -> None:
         for sender in self.senders.values():
-            left = self._holders.pop(id(sender), 1) - 1
-            if left:
-                self._holders[id(sender)] = left
-            else:
+            self._holders[sender] -= 1
+            if self._holders[sender] <= 0:
+                del self._holders[sender]
                 await sender.close()
 
 

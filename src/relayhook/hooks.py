@@ -116,9 +116,8 @@ def hooks_endpoint(
     slow = _SlowBodies()
     counters: dict[tuple[str, str, str], Any] = {}
 
-    async def accept(scope: Any, receive: Any) -> tuple[int, bytes, str, str]:
-        """(status, answer, source label, event type label)."""
-        source = scope["path"][len(PREFIX) :].strip("/")
+    async def accept(scope: Any, receive: Any, source: str) -> tuple[int, bytes, str]:
+        """(status, answer, event type label)."""
         if scope["method"] != "POST":
             raise EventError(405, "method not allowed: send events with POST")
         config = dispatcher.runtime.config
@@ -177,18 +176,18 @@ def hooks_endpoint(
             source, key, event_type, now, _encode(kept).decode(), text
         )
         if duplicate:
-            return 200, b'{"duplicate": true, "event_id": %d}' % event_id, source, event_type
+            return 200, b'{"duplicate": true, "event_id": %d}' % event_id, event_type
         dispatcher.accepted(StoredEvent(event_id, source, event_type, now, kept, body))
-        return 202, b'{"event_id": %d}' % event_id, source, event_type
+        return 202, b'{"event_id": %d}' % event_id, event_type
 
     async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        source = scope["path"][len(PREFIX) :].strip("/")
         try:
-            status, answer, source, event_type = await accept(scope, receive)
+            status, answer, event_type = await accept(scope, receive, source)
             outcome = "accepted" if status == 202 else "duplicate"
         except Exception as e:  # noqa: BLE001 - every request gets an answer
             status, message = _refusal(e, scope["path"])
             answer = json.dumps({"error": message}).encode()
-            source = scope["path"][len(PREFIX) :].strip("/")
             if source not in dispatcher.runtime.config.sources:
                 source = ""  # a path anyone can send must not become a label
             event_type = ""

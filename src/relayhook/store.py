@@ -245,7 +245,7 @@ class Store:
                 # The events together, then a savepoint per job: what fails does not undo
                 # its neighbours.
                 rows = [job[0] for job in events]
-                outcomes.extend(_in_savepoint(conn, lambda c: _insert_events(c, rows), len(rows)))
+                outcomes.extend(_in_savepoint(conn, partial(_insert_events, rows=rows), len(rows)))
             for fn, _, _, _ in batch[len(events) :]:
                 outcomes.extend(_in_savepoint(conn, partial(_one_job, fn), 1))
             conn.execute("COMMIT")

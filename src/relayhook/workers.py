@@ -256,7 +256,6 @@ def _describe(dest: Destination) -> dict[str, Any]:
         "url": dest.url,
         "timeout": dest.timeout,
         "format": dest.format,
-        "min_interval": dest.min_interval,
     }
 
 
@@ -292,7 +291,6 @@ def main() -> None:
         retry=RetryPolicy(),
         timeout=spec["timeout"],
         format=spec["format"],
-        min_interval=spec["min_interval"],
     )
     notifier, _ = apprise_for(dest)
     out.write(b'"ready"\n')
