@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from relayhook.logs import setup_logging
-from relayhook.redact import Redactor
+from relayhook.ops.logs import setup_logging
+from relayhook.ops.redact import Redactor
 
 
 class Terminal(io.StringIO):
@@ -29,7 +29,7 @@ def restore_logging() -> object:
 def test_terminal_gets_key_value_lines() -> None:
     out = Terminal()
     setup_logging("info", lambda: Redactor(["tok-secret-1"]), stream=out)
-    logging.getLogger("relayhook.dispatch").warning(
+    logging.getLogger("relayhook.deliver").warning(
         "delivery %s failed: token tok-secret-1 refused",
         7,
         extra={"delivery_id": 7, "event_id": 3, "destination": "ops"},

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_CONFIG, write_config
-from relayhook.config import load_config
+from relayhook.config.load import load_config
+from relayhook.config.units import format_duration, parse_duration, parse_size
+from relayhook.config.yamlnodes import expand_env
 from relayhook.errors import ConfigError
-from relayhook.templating import compile_template, datetimeformat, duration, isoparse
-from relayhook.units import format_duration, parse_duration, parse_size
-from relayhook.yamlfile import expand_env
+from relayhook.route.templating import compile_template, datetimeformat, duration, isoparse
 
 
 @pytest.mark.parametrize(

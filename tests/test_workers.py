@@ -41,7 +41,7 @@ def workers_of(pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"relayhook.workers" in cmdline:
+        if ppid == pid and b"relayhook.deliver.senders.apprise_worker" in cmdline:
             found.append(int(entry.name))
     return found
 

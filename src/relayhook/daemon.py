@@ -1,4 +1,4 @@
-"""`relayhook serve`: wire config, store, dispatcher and HTTP together; own the signals.
+"""`relayhook serve`: wire config, store, pipeline and HTTP together; own the signals.
 
 Signals are handled here and nowhere else, so everything below can run inside tests.
 SIGTERM/SIGINT drain and exit 0; SIGHUP reloads. systemd hears READY once the socket
@@ -19,15 +19,17 @@ from typing import Any
 
 import uvicorn
 
-from relayhook import deliverylog as log
-from relayhook.app import create_app
-from relayhook.config import Config, load_config
-from relayhook.dispatch import Dispatcher, Runtime
+from relayhook.config.load import load_config
+from relayhook.config.settings import Config
+from relayhook.deliver.runtime import Runtime
 from relayhook.errors import ConfigError
-from relayhook.logs import setup_logging
-from relayhook.metrics import Metrics
-from relayhook.store import Store, shrink
-from relayhook.systemd import Notifier
+from relayhook.ops.logs import setup_logging
+from relayhook.ops.metrics import Metrics
+from relayhook.ops.systemd import Notifier
+from relayhook.pipeline import Pipeline
+from relayhook.store.base import Store, StoreBusy
+from relayhook.store.open import open_store
+from relayhook.web.app import create_app
 
 __all__ = ["Daemon", "serve"]
 
@@ -59,8 +61,8 @@ class Daemon:
         self.listen = (config.listen_host, config.listen_port)
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.store = Store(config.database)
-        self.dispatcher = Dispatcher(self.store, Runtime(config), self.metrics)
+        self.store: Store = open_store(config.database, daemon=True)
+        self.pipeline = Pipeline(self.store, Runtime(config), self.metrics)
         self.started_at = time.time()
         self.last_reload: dict[str, Any] = {"ok": True, "at": self.started_at, "problems": []}
         self._reload_lock = asyncio.Lock()
@@ -68,7 +70,7 @@ class Daemon:
 
     @property
     def config(self) -> Config:
-        return self.dispatcher.runtime.config
+        return self.pipeline.runtime.config
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Load, check and compile the whole new config, then swap it in one step.
@@ -87,13 +89,13 @@ class Daemon:
                     listen_port=self.listen[1],
                     database=self.config.database,
                 )
-                runtime = Runtime(config, previous=self.dispatcher.runtime)
+                runtime = Runtime(config, previous=self.pipeline.runtime)
             except ConfigError as e:
                 problems = [str(p) for p in e.problems]
             except Exception as e:  # noqa: BLE001 - whatever breaks, the old config stays
                 problems = [f"{self.config_path}: {type(e).__name__}: {e}"]
             else:
-                self.dispatcher.swap(runtime)
+                self.pipeline.swap(runtime)
                 self.metrics.reloaded(True)
                 self.last_reload = {"ok": True, "at": time.time(), "problems": []}
                 logger.info("config reloaded: %s", config.summary())
@@ -112,7 +114,7 @@ class Daemon:
             "summary": self.config.summary(),
             "started_at": self.started_at,
             "last_reload": self.last_reload,
-            "deliveries_in_flight": self.dispatcher.in_flight,
+            "deliveries_in_flight": self.pipeline.in_flight,
         }
 
     async def _watchdog(self, interval: float) -> None:
@@ -125,13 +127,20 @@ class Daemon:
         while True:
             retention = self.config.retention
             if retention:
-                await prune_store(self.store, time.time() - retention)
+                done = await self.store.prune(time.time() - retention)
+                if done.events:
+                    logger.info(
+                        "pruned %d events, %d deliveries, %d attempts",
+                        done.events,
+                        done.deliveries,
+                        done.attempts,
+                    )
             # Hourly, or more often for a short retention, so the bound holds.
             await asyncio.sleep(min(PRUNE_EVERY, max(1.0, (retention or PRUNE_EVERY) / 4)))
 
     async def run(self) -> None:
         config = self.config
-        app = create_app(self.dispatcher, self.store, control=self)
+        app = create_app(self.pipeline, self.store, control=self)
         server = _Server(
             uvicorn.Config(
                 app,
@@ -159,7 +168,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        await self.dispatcher.start()
+        await self.pipeline.start()
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog(self.notifier.watchdog_interval))
         self._spawn(self._prune_loop())
@@ -170,29 +179,15 @@ class Daemon:
             self.notifier.stopping()
             for task in self._tasks:
                 task.cancel()
-            await self.dispatcher.stop(self.config.shutdown_timeout)
-            await self.dispatcher.runtime.close()
-            self.store.close()
+            await self.pipeline.stop(self.config.shutdown_timeout)
+            await self.pipeline.runtime.close()
+            await self.store.close()
             logger.info("relayhook stopped")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
-
-
-async def prune_store(store: Store, cutoff: float) -> tuple[int, int, int]:
-    """Delete finished work older than cutoff in small transactions, then shrink the file."""
-    totals = [0, 0, 0]
-    while True:
-        done = await store.run(lambda c: log.prune(c, cutoff))
-        if done is None:
-            break
-        totals = [a + b for a, b in zip(totals, done, strict=True)]
-    if totals[0]:
-        await store.run(shrink, transaction=False)
-        logger.info("pruned %d events, %d deliveries, %d attempts", *totals)
-    return totals[0], totals[1], totals[2]
 
 
 def serve(config: Config, log_level: str = "info", log_json: bool | None = None) -> None:
@@ -203,7 +198,11 @@ def serve(config: Config, log_level: str = "info", log_json: bool | None = None)
     )
 
     async def main() -> None:
-        running.append(Daemon(config))
+        try:
+            running.append(Daemon(config))
+        except StoreBusy as e:
+            logger.error("%s", e)
+            raise SystemExit(1) from None
         await running[0].run()
 
     try:

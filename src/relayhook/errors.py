@@ -8,8 +8,9 @@ RelayhookError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ConfigError", "EventError", "Problem", "RelayhookError"]
+__all__ = ["ConfigError", "EventError", "Problem", "RelayhookError", "kind_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +48,22 @@ class EventError(RelayhookError):
         self.status = status
         self.message = message
         super().__init__(message)
+
+
+_YAML_WORDS = {dict: "a mapping", list: "a list", tuple: "a list", str: "a string"}
+_JSON_WORDS = {dict: "an object", list: "an array", str: "a string"}
+
+
+def kind_of(value: Any, *, json: bool = False) -> str:
+    """What kind of value this is, in a user's words: YAML's for config, JSON's for events."""
+    if value is None:
+        return "null" if json else "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    words = _JSON_WORDS if json else _YAML_WORDS
+    for kind, word in words.items():
+        if isinstance(value, kind):
+            return word
+    return type(value).__name__

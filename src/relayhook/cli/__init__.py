@@ -1,0 +1,13 @@
+"""The `relayhook` command: the edge where errors become messages and exit codes.
+
+Exit codes: 0 ok, 1 problems found, 2 usage error.
+"""
+
+from relayhook.cli import dryrun, log, serve  # noqa: F401 - each registers its commands
+from relayhook.cli.base import cli
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    cli(prog_name="relayhook")

@@ -1,0 +1,159 @@
+"""`relayhook test`: which rules an event matches and what they would send."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from relayhook.cli.base import cli, config_option, fail, indent, load
+from relayhook.errors import EventError
+from relayhook.model import Event
+from relayhook.receive.parse import event_type_of, parse_body
+from relayhook.route.match import RuleOutcome, route
+
+__all__ = ["test_command"]
+
+
+def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(
+                f"expected 'Name: value', got {value!r}", param_hint="--header"
+            )
+        headers[name.strip().lower()] = content.strip()
+    return headers
+
+
+@cli.command("test")
+@click.argument("event_file", type=click.File("rb"), metavar="EVENT.json")
+@click.option(
+    "--source",
+    "source_name",
+    metavar="NAME",
+    help="Source the event comes from (may be left out when only one is configured).",
+)
+@click.option(
+    "--header",
+    "header_values",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="A request header, for sources that read the type or key from one. Repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@config_option
+def test_command(
+    event_file: Any,
+    source_name: str | None,
+    header_values: tuple[str, ...],
+    as_json: bool,
+    config_path: str,
+) -> None:
+    """Dry run: which rules EVENT.json matches and what they would send ('-' reads stdin).
+
+    Sends nothing and writes nothing.
+    """
+    headers = _parse_headers(header_values)
+    config = load(config_path)
+    if source_name is None:
+        if len(config.sources) != 1:
+            names = ", ".join(sorted(config.sources)) or "none"
+            raise click.UsageError(
+                f"--source is needed: {len(config.sources)} sources are configured ({names})"
+            )
+        source_name = next(iter(config.sources))
+    source = config.sources.get(source_name)
+    if source is None:
+        raise click.BadParameter(
+            f"unknown source '{source_name}' (configured: {', '.join(sorted(config.sources))})",
+            param_hint="--source",
+        )
+    raw = event_file.read()
+    try:
+        body = parse_body(raw)
+        event_type = event_type_of(source, body, headers)
+    except EventError as e:
+        fail(f"{event_file.name}: {e.message}")
+    event = Event(
+        id=0,
+        source=source_name,
+        event_type=event_type,
+        received_at=time.time(),
+        headers=headers,
+        body=body,
+    )
+    outcomes = route(config.rules, config.destinations, event, config.render_timeout)
+    redact = config.redactor
+    if as_json:
+        click.echo(redact(json.dumps(_as_json(event, outcomes), indent=2, ensure_ascii=False)))
+    else:
+        click.echo(redact(_as_text(event, outcomes)))
+    if any(o.error for o in outcomes):
+        sys.exit(1)
+
+
+def _as_json(event: Event, outcomes: list[RuleOutcome]) -> dict[str, Any]:
+    return {
+        "source": event.source,
+        "event_type": event.event_type,
+        "rules": [
+            {
+                "name": o.rule.name,
+                "file": o.rule.file,
+                "line": o.rule.line,
+                "matched": o.matched,
+                "reason": o.reason,
+                "error": o.error,
+                "items": o.items,
+                "messages": [
+                    {
+                        "destination": m.destination,
+                        "item": m.item_index,
+                        "title": m.title,
+                        "body": m.body,
+                        "format": m.format,
+                        "error": m.error,
+                    }
+                    for m in o.messages
+                ],
+            }
+            for o in outcomes
+        ],
+    }
+
+
+def _as_text(event: Event, outcomes: list[RuleOutcome]) -> str:
+    lines = [f"event {event.event_type} from source {event.source}"]
+    matched = sum(o.matched and not o.error for o in outcomes)
+    for o in outcomes:
+        head = f"rule {o.rule.name} ({o.rule.where}):"
+        if not o.matched:
+            lines.append(f"  - {head} no: {o.reason}")
+            continue
+        if o.error and not any(m.error is None for m in o.messages):
+            lines.append(f"  ! {head} ERROR: {o.error}")
+            continue
+        items = f", {o.items} item{'s' if o.items != 1 else ''}" if o.items is not None else ""
+        lines.append(f"  + {head} matched{items}")
+        for m in o.messages:
+            label = f"[item {m.item_index + 1}/{o.items}] " if m.item_index is not None else ""
+            if m.error:
+                lines.append(f"      {label}-> {m.destination}: ERROR: {m.error}")
+                continue
+            lines.append(f"      {label}-> {m.destination} ({m.format})")
+            lines.append(f"          title: {m.title}")
+            lines.append("          body:")
+            lines.append(indent(m.body, "            "))
+    errors = sum(bool(o.error) for o in outcomes)
+    messages = sum(m.error is None for o in outcomes for m in o.messages)
+    lines.append(
+        f"{matched} of {len(outcomes)} rules matched"
+        + (f", {errors} with errors" if errors else "")
+        + f"; {messages} message{'s' if messages != 1 else ''} would be sent"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""Reading `destinations:` and retry policies: an apprise URL or a webhook, each checked."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import apprise
+
+from relayhook.config.reader import Reader, check_keys, expect_map
+from relayhook.config.settings import (
+    FORMATS,
+    AppriseDestination,
+    Concurrency,
+    Destination,
+    RetryPolicy,
+    WebhookDestination,
+)
+from relayhook.config.yamlnodes import Problems
+from relayhook.errors import kind_of
+from relayhook.ops.redact import redact_url
+from relayhook.receive.auth import check_standard_secret
+from relayhook.route.templating import TemplateError, compile_template
+
+__all__ = ["read_destination", "read_retry"]
+
+_DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
+_DEST_KEYS_APPRISE = {"url", "format", "processes", *_DEST_COMMON}
+_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
+_MAX_PROCESSES = 64
+_RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
+
+
+def read_retry(
+    node: Any, file: str, line: int, where: str, base: RetryPolicy, problems: Problems
+) -> RetryPolicy:
+    retry = expect_map(node, file, line, where, problems)
+    if retry is None:
+        return base
+    check_keys(retry, _RETRY_KEYS, where, problems)
+    r = Reader(retry, where, problems)
+    policy = RetryPolicy(
+        attempts=r.integer("attempts", base.attempts, minimum=1),
+        first_delay=r.duration("first_delay", base.first_delay),
+        max_delay=r.duration("max_delay", base.max_delay),
+    )
+    if policy.max_delay < policy.first_delay:
+        problems.add(
+            retry.file,
+            retry.line_of("max_delay"),
+            f"{where}: max_delay is shorter than first_delay",
+        )
+    return policy
+
+
+def _check_apprise_url(url: str) -> bool:
+    # Apprise reports unparseable URLs through its logger; our caller reports them instead.
+    logger = logging.getLogger("apprise")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return apprise.Apprise.instantiate(url) is not None
+    finally:
+        logger.setLevel(previous)
+
+
+def read_destination(
+    name: str,
+    node: Any,
+    file: str,
+    line: int,
+    defaults: RetryPolicy,
+    concurrency: Concurrency,
+    problems: Problems,
+) -> Destination | None:
+    where = f"destination '{name}'"
+    dest = expect_map(node, file, line, where, problems)
+    if dest is None:
+        return None
+    r = Reader(dest, where, problems)
+    retry = (
+        read_retry(
+            dest["retry"], dest.file, dest.line_of("retry"), f"{where}: retry", defaults, problems
+        )
+        if "retry" in dest
+        else defaults
+    )
+    timeout = r.duration("timeout", 10.0)
+    conc = r.integer("concurrency", concurrency.per_destination, minimum=1)
+    min_interval = r.duration("min_interval", -1.0)
+    interval = None if min_interval < 0 else min_interval
+    if "webhook" in dest and "url" in dest:
+        problems.add(
+            dest.file, dest.line, f"{where}: give either url (apprise) or webhook, not both"
+        )
+        return None
+    if "webhook" in dest:
+        check_keys(dest, _DEST_KEYS_WEBHOOK, where, problems)
+        url = r.string("webhook", required=True)
+        if url is not None and not url.startswith(("http://", "https://")):
+            r.fail("webhook", f"expected an http:// or https:// URL, got '{redact_url(url)}'")
+        method = (r.string("method", "POST") or "POST").upper()
+        if method not in ("POST", "PUT", "PATCH"):
+            r.fail("method", f"must be POST, PUT or PATCH, got '{method}'")
+        sign = r.string("sign")
+        if sign is not None and check_standard_secret(sign):
+            r.fail("sign", "must be a Standard Webhooks secret: whsec_ followed by base64")
+            sign = None
+        headers_node = dest.get("headers", {})
+        headers: list[tuple[str, str]] = []
+        if isinstance(headers_node, dict):
+            headers = [(str(k), str(v)) for k, v in headers_node.items()]
+        else:
+            r.fail("headers", f"expected a mapping, got {kind_of(headers_node)}")
+        body_src = r.string("body")
+        body = None
+        if body_src is not None:
+            try:
+                body = compile_template(body_src)
+            except TemplateError as e:
+                problems.add(
+                    dest.file,
+                    dest.value_line("body") + getattr(e, "lineno", 1) - 1,
+                    f"{where}: body: template syntax error: {getattr(e, 'message', e)}",
+                )
+        if url is None:
+            return None
+        return WebhookDestination(
+            name=name,
+            url=url,
+            retry=retry,
+            timeout=timeout,
+            concurrency=conc,
+            method=method,
+            headers=tuple(headers),
+            body=body,
+            min_interval=interval,
+            sign=sign,
+        )
+    check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
+    url = r.string("url", required=True)
+    fmt = r.choice("format", FORMATS)
+    processes = r.integer("processes", 0, minimum=0, maximum=_MAX_PROCESSES)
+    if url is None:
+        return None
+    if not url:
+        r.fail("url", "is empty")
+        return None
+    if not _check_apprise_url(url):
+        r.fail("url", f"apprise cannot use URL '{redact_url(url)}'")
+        return None
+    return AppriseDestination(
+        name=name,
+        url=url,
+        retry=retry,
+        timeout=timeout,
+        concurrency=conc,
+        format=fmt,  # type: ignore[arg-type]
+        min_interval=interval,
+        processes=processes,
+    )

@@ -1,0 +1,183 @@
+"""The daemon's config: loaded from YAML, checked whole, frozen into typed objects.
+
+Every problem found is collected, so `relayhook check` reports them all in one run;
+`load_config` raises ConfigError carrying that list, or returns a Config that is safe
+to serve from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from relayhook.config.destinations import read_destination, read_retry
+from relayhook.config.reader import Reader, check_keys, expect_map
+from relayhook.config.rules import load_rules
+from relayhook.config.settings import (
+    Concurrency,
+    Config,
+    Destination,
+    RetryPolicy,
+    Source,
+    WebhookDestination,
+)
+from relayhook.config.sources import read_source
+from relayhook.config.yamlnodes import Problems, load_yaml
+from relayhook.errors import ConfigError, Problem
+from relayhook.ops.redact import Redactor, url_secrets
+from relayhook.receive.auth import parse_networks
+
+__all__ = ["load_config", "parse_listen", "resolve_path"]
+
+_TOP_KEYS = {
+    "listen",
+    "database",
+    "rules",
+    "sources",
+    "destinations",
+    "retry",
+    "concurrency",
+    "admin_token",
+    "trusted_proxies",
+    "read_timeout",
+    "retention",
+    "shutdown_timeout",
+    "render_timeout",
+}
+_CONCURRENCY_KEYS = {"total", "per_destination"}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8787, got '{value}'")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def resolve_path(base_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+    """Load, check and compile the config and its rules; raise ConfigError listing every problem."""
+    problems = Problems()
+    env = os.environ if env is None else env
+    raw = load_yaml(path, problems, env)
+    if raw is None and not problems:
+        problems.add(path, 0, "the config is empty")
+    if problems:
+        raise ConfigError(problems)
+    top = expect_map(raw, path, 1, "the config", problems)
+    if top is None:
+        raise ConfigError(problems)
+    check_keys(top, _TOP_KEYS, "the config", problems)
+    r = Reader(top, "config", problems)
+    base_dir = os.path.dirname(path)
+
+    listen_host, listen_port = "127.0.0.1", 8787
+    listen = r.string("listen")
+    if listen is not None:
+        try:
+            listen_host, listen_port = parse_listen(listen)
+        except ValueError as e:
+            r.fail("listen", str(e))
+    database = resolve_path(base_dir, r.string("database", "/var/lib/relayhook/relayhook.db") or "")
+    rules_dir = resolve_path(base_dir, r.string("rules", "/etc/relayhook/rules") or "")
+
+    retry = (
+        read_retry(top["retry"], top.file, top.line_of("retry"), "retry", RetryPolicy(), problems)
+        if "retry" in top
+        else RetryPolicy()
+    )
+    admin_token = r.string("admin_token")
+    if admin_token is not None and len(admin_token) < 16:
+        r.fail("admin_token", "must be at least 16 characters")
+    read_timeout = r.duration("read_timeout", 10.0)
+    shutdown_timeout = r.duration("shutdown_timeout", 10.0)
+    render_timeout = r.duration("render_timeout", 2.0)
+    if "render_timeout" in top and render_timeout <= 0:
+        r.fail("render_timeout", "must be longer than 0s")
+        render_timeout = 2.0
+    retention = r.duration("retention", 0.0) or None
+    trusted_values = top.get("trusted_proxies", [])
+    trusted, bad = parse_networks(
+        trusted_values if isinstance(trusted_values, list) else [trusted_values]
+    )
+    for value in bad:
+        r.fail("trusted_proxies", f"'{value}' is not an address or CIDR such as 10.0.0.0/8")
+    concurrency = Concurrency()
+    if "concurrency" in top:
+        cnode = expect_map(
+            top["concurrency"], top.file, top.line_of("concurrency"), "concurrency", problems
+        )
+        if cnode is not None:
+            check_keys(cnode, _CONCURRENCY_KEYS, "concurrency", problems)
+            cr = Reader(cnode, "concurrency", problems)
+            concurrency = Concurrency(
+                total=cr.integer("total", concurrency.total, minimum=1),
+                per_destination=cr.integer(
+                    "per_destination", concurrency.per_destination, minimum=1
+                ),
+            )
+
+    sources: dict[str, Source] = {}
+    snode = expect_map(top.get("sources"), path, top.line_of("sources"), "sources", problems)
+    for name, node in (snode or {}).items():
+        src = read_source(str(name), node, path, snode.line_of(name) if snode else 0, problems)
+        if src is not None:
+            sources[str(name)] = src
+
+    destinations: dict[str, Destination] = {}
+    dnode = expect_map(
+        top.get("destinations"), path, top.line_of("destinations"), "destinations", problems
+    )
+    for name, node in (dnode or {}).items():
+        dest = read_destination(
+            str(name), node, path, dnode.line_of(name) if dnode else 0, retry, concurrency, problems
+        )
+        if dest is not None:
+            destinations[str(name)] = dest
+
+    rules = load_rules(
+        rules_dir,
+        sources,
+        destinations,
+        problems,
+        declared_sources=set(snode or ()),
+        declared_destinations=set(dnode or ()),
+    )
+
+    secrets: set[str] = {admin_token} if admin_token else set()
+    for src in sources.values():
+        if src.auth is not None:
+            secrets.update(src.auth.secrets)
+    for dest in destinations.values():
+        secrets.update(url_secrets(dest.url))
+        if isinstance(dest, WebhookDestination):
+            secrets.update(
+                v for k, v in dest.headers if k.lower() in {"authorization", "x-api-key"}
+            )
+            if dest.sign:
+                secrets.update((dest.sign, dest.sign.removeprefix("whsec_")))
+    redactor = Redactor(secrets)
+    if problems:
+        raise ConfigError([Problem(p.file, p.line, redactor(p.message)) for p in problems])
+    return Config(
+        path=path,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        database=database,
+        rules_dir=rules_dir,
+        sources=sources,
+        destinations=destinations,
+        retry=retry,
+        concurrency=concurrency,
+        rules=tuple(rules),
+        redactor=redactor,
+        admin_token=admin_token,
+        trusted_proxies=tuple(trusted),
+        read_timeout=read_timeout,
+        shutdown_timeout=shutdown_timeout,
+        retention=retention,
+        render_timeout=render_timeout,
+    )

@@ -1,0 +1,1 @@
+"""Sending: the scheduler picks due work, senders send it, decide() judges, the recorder logs."""

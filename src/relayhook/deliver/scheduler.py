@@ -1,0 +1,208 @@
+"""The scheduler: takes due deliveries within the limits and runs one attempt for each.
+
+The database is the queue, so a long outage costs disk, not RAM. Each round is one read:
+at most as many deliveries as there are free slots, globally and per destination, so a
+slow destination never takes another's slots; a paced destination (min_interval) starts
+one send per interval. In-flight ids are kept in memory only (the daemon's lock on the
+database makes this the only scheduler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from relayhook.deliver.recorder import Recorder
+from relayhook.deliver.retry import decide
+from relayhook.deliver.runtime import Runtime
+from relayhook.model import Attempt, Decision, Delivery, DeliveryState, Outcome
+from relayhook.ops.metrics import Metrics
+from relayhook.store.base import Store
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger("relayhook.deliver")
+_IDLE_POLL = 1.0
+
+
+class Scheduler:
+    """Owns the attempts in flight and the busy set."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Callable[[], Runtime],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._runtime = runtime
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.recorder = Recorder(store, self._written)
+        self._wake = asyncio.Event()
+        self._inflight: Counter[str] = Counter()
+        self._next_start: dict[str, float] = {}  # monotonic time a paced destination may send
+        self._attempts: set[asyncio.Task[None]] = set()
+        # Deliveries sent or being sent whose attempt is not written yet: never picked twice.
+        self._busy: set[int] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _written(self, ids: list[int]) -> None:
+        self._busy.difference_update(ids)
+        self._wake.set()  # retries may be due sooner than the last round thought
+
+    def _wants(self, runtime: Runtime) -> tuple[dict[str, int], float | None]:
+        """Free slots per destination, and when the next paced one may start."""
+        config = runtime.config
+        spare = config.concurrency.total - len(self._attempts)
+        wants: dict[str, int] = {}
+        paced_until: float | None = None
+        for name, dest in config.destinations.items():
+            free = min(dest.concurrency - self._inflight[name], spare)
+            sender = runtime.senders.get(name)
+            if sender is not None and sender.min_interval > 0:
+                ready_at = self._next_start.get(name, 0.0)
+                if ready_at > self.monotonic():
+                    paced_until = min(paced_until or ready_at, ready_at)
+                    continue
+                free = min(free, 1)
+            if free > 0:
+                wants[name] = free
+        return wants, paced_until
+
+    async def round(self) -> float | None:
+        """Start what is due; None when it started some, else how long to wait."""
+        runtime = self._runtime()
+        wants, paced_until = self._wants(runtime)
+        claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
+        for delivery in claimed:
+            self._start(runtime, delivery)
+        if claimed:
+            return None
+        now = self.clock()
+        if next_due is None or next_due <= now:
+            delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full
+        else:
+            delay = min(_IDLE_POLL, next_due - now)
+        if paced_until is not None:
+            delay = min(delay, max(0.0, paced_until - self.monotonic()))
+        return delay
+
+    async def run(self) -> None:
+        while True:
+            delay = await self.round()
+            if delay is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                self._wake.clear()
+
+    def _start(self, runtime: Runtime, delivery: Delivery) -> None:
+        sender = runtime.senders.get(delivery.destination)
+        if sender is not None and sender.min_interval > 0:
+            self._next_start[delivery.destination] = self.monotonic() + sender.min_interval
+        self._busy.add(delivery.id)
+        self._inflight[delivery.destination] += 1
+        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        # The runtime the attempt began with stays open until it ends, across reloads.
+        runtime = self._runtime().acquire()
+        try:
+            attempt = await self._send(runtime, delivery)
+            self.recorder.add(attempt)
+            self._count(delivery, attempt)
+        finally:
+            self._inflight[delivery.destination] -= 1
+            runtime.release()
+            self._wake.set()
+
+    async def _send(self, runtime: Runtime, delivery: Delivery) -> Attempt:
+        dest = runtime.config.destinations.get(delivery.destination)
+        sender = runtime.senders.get(delivery.destination)
+        started, t0 = self.clock(), self.monotonic()
+        if dest is None or sender is None:
+            outcome = Outcome(False, f"destination '{delivery.destination}' is not configured")
+            policy = runtime.config.retry
+        else:
+            policy = dest.retry
+            try:
+                outcome = await sender.send(
+                    delivery.title, delivery.body, delivery.format, delivery.id
+                )
+            except Exception as e:
+                logger.exception("delivery %s: sender raised", delivery.id)
+                outcome = Outcome(False, f"{type(e).__name__}: {e}")
+        duration_ms = (self.monotonic() - t0) * 1000
+        number = delivery.attempts + 1
+        now = self.clock()
+        error = runtime.config.redactor(outcome.error) if outcome.error else None
+        return Attempt(
+            delivery_id=delivery.id,
+            number=number,
+            started_at=started,
+            duration_ms=duration_ms,
+            outcome=outcome.label,
+            error=error,
+            decision=decide(outcome, number, policy, now),
+            recorded_at=now,
+        )
+
+    def _count(self, delivery: Delivery, attempt: Attempt) -> None:
+        state = attempt.decision.state
+        self.metrics.attempts.labels(delivery.destination, attempt.outcome).inc()
+        if state.finished:
+            self.metrics.notifications.labels(delivery.destination, state).inc()
+        if state is DeliveryState.DELIVERED:
+            self.metrics.latency.labels(delivery.destination).observe(
+                max(0.0, attempt.recorded_at - delivery.received_at)
+            )
+        _log(delivery, attempt, attempt.decision)
+
+    async def drain(self, seconds: float) -> None:
+        """Let attempts in flight finish for up to seconds; cancel the rest; write what ended."""
+        if self._attempts:
+            _, pending = await asyncio.wait(self._attempts, timeout=seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                logger.info("left %d deliveries in flight for retry after restart", len(pending))
+        await self.recorder.flush()
+
+
+def _log(delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
+    level = logging.INFO if decision.state is DeliveryState.DELIVERED else logging.WARNING
+    if not logger.isEnabledFor(level):
+        return
+    logger.log(
+        level,
+        "delivery %s to %s: attempt %d %s%s",
+        delivery.id,
+        delivery.destination,
+        attempt.number,
+        decision.state,
+        f": {attempt.error}" if attempt.error else "",
+        extra={
+            "delivery_id": delivery.id,
+            "event_id": delivery.event_id,
+            "destination": delivery.destination,
+            "attempt": attempt.number,
+            "outcome": decision.state.value,
+        },
+    )

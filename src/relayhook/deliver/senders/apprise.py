@@ -1,0 +1,112 @@
+"""Apprise destinations: the Apprise object for one, judging its result, and the sender
+that runs it in threads.
+
+Each apprise destination gets its own thread pool, sized to its concurrency, for apprise's
+blocking send: apprise 2.x's async_notify runs every plugin in one shared pool of
+min(32, cores + 4) threads, where a hanging destination would hold the threads that
+every other destination needs. With a pool each, a destination that hangs only
+delays itself. `processes: N` sends from worker processes instead (apprise_procs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import apprise
+
+from relayhook.config.settings import AppriseDestination
+from relayhook.model import TIMEOUT, Outcome
+
+__all__ = ["AppriseSender", "apprise_for", "body_format", "judge"]
+
+# How much longer than our timeout apprise's socket may wait before its thread gives up.
+_GRACE = 1.0
+
+
+def _with_params(url: str, **params: str) -> str:
+    """The URL with params added where the operator did not set them."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key, value in params.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query, safe="@,:/")))
+
+
+def apprise_for(dest: AppriseDestination) -> tuple[apprise.Apprise, float]:
+    """An Apprise object for dest with its own retries and pacing off, and dest's pacing.
+
+    Apprise reports its own read timeout as a plain connection error; letting ours fire
+    first keeps "timeout (may have been delivered)" honest. Its read timeout still frees
+    the thread soon after.
+    """
+    params = {"retry": "0", "cto": f"{dest.timeout:g}", "rto": f"{dest.timeout + _GRACE:g}"}
+    if dest.format:
+        params["format"] = dest.format
+    asset = apprise.AppriseAsset(async_mode=False)
+    plugin = apprise.Apprise.instantiate(_with_params(dest.url, **params), asset=asset)
+    if plugin is None:
+        raise ValueError(f"apprise cannot use the URL of destination '{dest.name}'")
+    # Apprise paces each service (Slack 1.2 s, email 5.5 s) by sleeping inside the send,
+    # where it would count against our timeout; the scheduler paces instead.
+    min_interval = (
+        dest.min_interval if dest.min_interval is not None else float(plugin.request_rate_per_sec)
+    )
+    plugin.request_rate_per_sec = 0
+    notifier = apprise.Apprise(asset=asset)
+    notifier.add(plugin)
+    return notifier, min_interval
+
+
+def body_format(fmt: str) -> str:
+    return fmt if fmt in ("text", "markdown", "html") else "text"
+
+
+def judge(result: Any) -> Outcome:
+    """The Outcome of one apprise notify() from its AppriseResult."""
+    if result:
+        return Outcome(True)
+    if result.timeout_count:
+        return TIMEOUT
+    messages = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
+    return Outcome(False, "; ".join(messages) or f"apprise reported {result.status.name}")
+
+
+class AppriseSender:
+    """One Apprise object per destination, its own retries off: every try is ours."""
+
+    def __init__(self, dest: AppriseDestination) -> None:
+        self.dest = dest
+        self._apprise, self.min_interval = apprise_for(dest)
+        self._pool = ThreadPoolExecutor(
+            max_workers=dest.concurrency, thread_name_prefix=f"send-{dest.name}"
+        )
+
+    def open(self) -> None:
+        pass  # threads start on demand
+
+    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
+        call = partial(
+            self._apprise.notify, body=body or " ", title=title, body_format=body_format(fmt)
+        )
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), self.dest.timeout)
+        except TimeoutError:
+            # The thread may still finish; its result no longer matters to this attempt.
+            future.add_done_callback(lambda f: f.exception())
+            return TIMEOUT
+        return judge(result)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# Apprise's findings reach us through AppriseResult and land in the delivery log; they
+# must not also reach the root logger unredacted.
+logging.getLogger("apprise").propagate = False
+logging.getLogger("apprise").addHandler(logging.NullHandler())

@@ -1,0 +1,22 @@
+"""What every sender offers the scheduler."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from relayhook.model import Outcome
+
+__all__ = ["Sender"]
+
+
+class Sender(Protocol):
+    """Sends one attempt and judges it; never raises for a failure it understands."""
+
+    min_interval: float  # seconds between the starts of two sends; 0 for none
+
+    def open(self) -> None:
+        """Start what must run before the first send (worker processes)."""
+
+    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,146 @@
+"""The records the stages hand each other: what came in, what was made of it, how sending went.
+
+    NewEvent ──store──► Event ──route──► Routing (Messages) ──store──► Delivery
+        Delivery ──send──► Outcome ──decide──► Decision ──► Attempt ──store
+
+Every record is frozen and typed, so a reader of any stage sees the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "TIMEOUT",
+    "Attempt",
+    "Decision",
+    "Delivery",
+    "DeliveryState",
+    "Event",
+    "Message",
+    "NewEvent",
+    "Outcome",
+    "Routing",
+]
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery stands; the first two are unfinished work."""
+
+    PENDING = "pending"  # never tried (also while its first attempt is in flight)
+    RETRYING = "retrying"  # tried, waiting for its next attempt (also while one is in flight)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # out of tries, or refused in a way no retry can fix
+    FAILED = "failed"  # never rendered: nothing to send
+
+    @property
+    def finished(self) -> bool:
+        return self not in (DeliveryState.PENDING, DeliveryState.RETRYING)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event accepted at the edge, before it is stored."""
+
+    source: str
+    key: str  # the dedupe key: (source, key) is stored once
+    event_type: str
+    received_at: float
+    headers: Mapping[str, str]  # credential headers already dropped
+    text: str  # the body as received
+    body: Any  # the same body, parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored event, as routing sees it."""
+
+    id: int  # 0 for an event that is not stored (a dry run)
+    source: str
+    event_type: str
+    received_at: float
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None  # the parsed JSON document
+    error: str | None = None  # why a stored body could not be read back; routing skips it
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One rendered notification for one destination (error set when rendering failed)."""
+
+    rule: str
+    destination: str
+    item_index: int | None
+    title: str
+    body: str
+    format: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What routing made of one stored event: a message per (rule, item, destination)."""
+
+    event_id: int
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery taken for one attempt."""
+
+    id: int
+    event_id: int
+    destination: str
+    title: str
+    body: str
+    format: str
+    attempts: int  # attempts made before this one
+    received_at: float  # when its event came in
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went: delivered, or why not and whether to try again.
+
+    Senders judge their own failures (a 5xx is worth retrying, a 4xx mostly not), so the
+    retry decision takes this as it is.
+    """
+
+    ok: bool
+    error: str | None = None
+    retry: bool = True
+    timeout: bool = False
+    retry_after: float | None = None  # seconds the destination asked us to wait
+
+    @property
+    def label(self) -> str:
+        return "delivered" if self.ok else "timeout" if self.timeout else "failed"
+
+
+TIMEOUT = Outcome(False, "timeout (may have been delivered)", retry=True, timeout=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What follows an attempt: the delivery's new state, and when to try next."""
+
+    state: DeliveryState
+    next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt as the delivery log keeps it, with the decision it led to."""
+
+    delivery_id: int
+    number: int
+    started_at: float
+    duration_ms: float
+    outcome: str  # Outcome.label
+    error: str | None  # redacted
+    decision: Decision
+    recorded_at: float

@@ -1,0 +1,1 @@
+"""Running it: logs, metrics, secret redaction, systemd."""

@@ -1,0 +1,156 @@
+"""The stages after the ack, wired together: route → (noise) → schedule → send → record.
+
+    /hooks/ ──accept──► store ──hint──► RouteStage ──► store ──wake──► Scheduler
+                                                          senders ──► Recorder ──► store
+
+The HTTP handler sees only the Intake (the config in force, and "accept this event").
+Each stage runs under a supervisor that restarts it after an error (a full disk, a
+locked database): the state it needs is on disk or kept aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from relayhook.config.settings import Config
+from relayhook.deliver.runtime import Runtime
+from relayhook.deliver.scheduler import Scheduler
+from relayhook.model import Event, NewEvent
+from relayhook.ops.metrics import Metrics
+from relayhook.route.stage import RouteStage
+from relayhook.store.base import Store
+
+__all__ = ["Intake", "Pipeline"]
+
+logger = logging.getLogger("relayhook.pipeline")
+_RESTART = 1.0
+
+
+class Intake(Protocol):
+    """What the /hooks/ handler needs: the config in force, and a place to put events."""
+
+    @property
+    def config(self) -> Config: ...
+
+    async def accept(self, event: NewEvent) -> tuple[int, bool]:
+        """Store the event (durable on return): (its id, whether it was a duplicate)."""
+
+
+class Pipeline:
+    """Owns the runtime in force and the stages; implements the Intake."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.scheduler = Scheduler(store, lambda: self.runtime, self.metrics, clock)
+        self.router = RouteStage(
+            store, lambda: self.runtime.config, self.metrics, self.scheduler.wake, clock
+        )
+        self._loops: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    async def accept(self, event: NewEvent) -> tuple[int, bool]:
+        event_id, duplicate = await self.store.add_event(event)
+        if not duplicate:
+            self.router.hint(
+                Event(
+                    event_id,
+                    event.source,
+                    event.event_type,
+                    event.received_at,
+                    event.headers,
+                    event.body,
+                )
+            )
+        return event_id, duplicate
+
+    async def start(self) -> None:
+        self.runtime.open()
+        recovered = await self.store.recover(self.clock())
+        if recovered:
+            logger.info(
+                "retrying %d deliveries that were in flight when relayhook stopped", recovered
+            )
+        await self._report_orphans(self.runtime.config)
+        self._loops = [
+            asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
+            for name, loop in (
+                ("router", self.router.run),
+                ("scheduler", self.scheduler.run),
+                ("recorder", self.scheduler.recorder.run),
+            )
+        ]
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        while not self._stopping:
+            try:
+                await loop()
+            except sqlite3.Error as e:
+                logger.error("%s: database error (%s); trying again in %gs", name, e, _RESTART)
+                await asyncio.sleep(_RESTART)
+            except Exception:
+                logger.exception("%s failed; starting it again in %gs", name, _RESTART)
+                await asyncio.sleep(_RESTART)
+
+    def swap(self, runtime: Runtime) -> None:
+        """Put a new config in force; attempts already running finish on the old one."""
+        old, self.runtime = self.runtime, runtime
+        old.retire()
+        runtime.open()
+        task = asyncio.get_running_loop().create_task(self._report_orphans(runtime.config))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+        self.router.wake()
+        self.scheduler.wake()
+
+    async def _report_orphans(self, config: Config) -> None:
+        """Say which waiting deliveries name a destination the config no longer has.
+
+        The scheduler only sends to configured destinations, so these wait, on disk, until
+        the destination is configured again (a rename looks like a removal).
+        """
+        waiting = await self.store.waiting_by_destination()
+        for name, count in sorted(waiting.items()):
+            if name not in config.destinations:
+                logger.warning(
+                    "%d deliveries wait for destination '%s', which the config no longer has;"
+                    " they are kept until it is configured again",
+                    count,
+                    name,
+                    extra={"destination": name},
+                )
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not any(t.done() for t in self._loops)
+
+    @property
+    def in_flight(self) -> int:
+        return self.scheduler.in_flight
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop taking work; let attempts in flight finish up to drain_timeout."""
+        self._stopping = True
+        for task in [*self._loops, *self._chores]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._chores, return_exceptions=True)
+        self.router.close()
+        await self.scheduler.drain(drain_timeout)

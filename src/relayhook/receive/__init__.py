@@ -1,0 +1,1 @@
+"""Receiving: the /hooks/ endpoint, who may send, and from raw request to event."""

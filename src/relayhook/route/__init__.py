@@ -1,0 +1,1 @@
+"""Routing: which rules an event matches and the messages they render, off the event loop."""

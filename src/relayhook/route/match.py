@@ -1,0 +1,165 @@
+"""Routing: which rules an event matches, and the messages each one renders.
+
+Pure and synchronous, shared by `relayhook test` and the daemon, so a dry run
+shows exactly what serving would send. The daemon calls it off the event loop
+(route.stage), and both give each rule the same time budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from relayhook.config.settings import Destination, Rule
+from relayhook.errors import kind_of
+from relayhook.model import Event, Message
+from relayhook.ops.redact import CREDENTIAL_HEADERS
+from relayhook.route.budget import RenderTimeout, budget
+from relayhook.route.templating import describe_error
+
+__all__ = ["RuleOutcome", "context_of", "route"]
+
+
+def context_of(event: Event) -> dict[str, Any]:
+    """The names every template of the event sees."""
+    body = event.body
+    return {
+        "event": body,
+        "payload": body.get("payload") if isinstance(body, Mapping) else None,
+        "event_type": event.event_type,
+        "source": event.source,
+        "received_at": _iso(event.received_at),
+        "headers": {k: v for k, v in event.headers.items() if k.lower() not in CREDENTIAL_HEADERS},
+    }
+
+
+@dataclass(slots=True)
+class RuleOutcome:
+    """What one rule made of an event: matched or why not, and its messages."""
+
+    rule: Rule
+    matched: bool
+    reason: str
+    messages: list[Message] = field(default_factory=list)
+    items: int | None = None
+    error: str | None = None
+
+
+def _render_for(
+    rule: Rule, dest: Destination | None, dest_name: str, ctx: dict[str, Any], index: int | None
+) -> Message:
+    try:
+        title = rule.title.render(ctx).strip() if rule.title is not None else ""
+        body = rule.body.render(ctx).strip()
+        fmt = rule.format
+        if dest is not None:
+            body, fmt = dest.shape(title, body, fmt, {**ctx, "rule": rule.name})
+    except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
+        return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
+    return Message(rule.name, dest_name, index, title, body, fmt)
+
+
+def _failed(rule: Rule, error: str) -> list[Message]:
+    return [Message(rule.name, d, None, "", "", rule.format, error=error) for d in rule.to]
+
+
+def route(
+    rules: Iterable[Rule],
+    destinations: Mapping[str, Destination],
+    event: Event,
+    render_timeout: float | None = None,
+) -> list[RuleOutcome]:
+    """Every rule's outcome for the event, in order, stopping after a matched `stop` rule.
+
+    With render_timeout, each rule that gets as far as its `when` has that many seconds
+    for it, its `for_each` and its templates; past them it fails alone.
+    """
+    outcomes: list[RuleOutcome] = []
+    base: dict[str, Any] | None = None  # built for the first rule that gets this far
+    stopped_by: str | None = None
+    for rule in rules:
+        if stopped_by is not None:
+            outcomes.append(
+                RuleOutcome(rule, False, f"not evaluated: rule '{stopped_by}' has stop: true")
+            )
+            continue
+        if not rule.matches_type(event.event_type):
+            outcomes.append(
+                RuleOutcome(
+                    rule, False, f"event type '{event.event_type}' does not match '{rule.event}'"
+                )
+            )
+            continue
+        if rule.source is not None and rule.source != event.source:
+            outcomes.append(
+                RuleOutcome(rule, False, f"source '{event.source}' is not '{rule.source}'")
+            )
+            continue
+        if base is None:
+            base = context_of(event)
+        if render_timeout is None:
+            outcome = _evaluate(rule, destinations, base)
+        else:
+            outcome = _within(render_timeout, rule, destinations, base)
+        outcomes.append(outcome)
+        if outcome.matched and rule.stop:
+            stopped_by = rule.name
+    return outcomes
+
+
+def _within(
+    seconds: float, rule: Rule, destinations: Mapping[str, Destination], base: dict[str, Any]
+) -> RuleOutcome:
+    try:
+        with budget(seconds):
+            return _evaluate(rule, destinations, base)
+    except RenderTimeout:
+        error = f"rule '{rule.name}' took longer than render_timeout ({seconds:g}s) to render"
+        return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+
+
+def _evaluate(
+    rule: Rule, destinations: Mapping[str, Destination], base: dict[str, Any]
+) -> RuleOutcome:
+    for check in rule.when:
+        try:
+            ok = check.fn(**base)
+        except Exception as e:  # noqa: BLE001 - a broken condition fails its rule only
+            error = f"when `{check.text}` failed: {describe_error(e)}"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        if not ok:
+            return RuleOutcome(rule, False, f"when `{check.text}` was false")
+    if rule.for_each is None:
+        contexts: list[tuple[int | None, dict[str, Any]]] = [(None, base)]
+    else:
+        try:
+            items = rule.for_each.fn(**base)
+        except Exception as e:  # noqa: BLE001
+            error = f"for_each `{rule.for_each.text}` failed: {describe_error(e)}"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        if not isinstance(items, list | tuple):
+            error = f"for_each `{rule.for_each.text}` gave {kind_of(items)}, not a list"
+            return RuleOutcome(rule, True, error, _failed(rule, error), error=error)
+        contexts = [
+            (i, {**base, "item": item, "item_number": i + 1, "item_count": len(items)})
+            for i, item in enumerate(items)
+        ]
+    messages = [
+        _render_for(rule, destinations.get(name), name, ctx, index)
+        for index, ctx in contexts
+        for name in rule.to
+    ]
+    errors = [m.error for m in messages if m.error]
+    outcome = RuleOutcome(
+        rule, True, "matched", messages, items=None if rule.for_each is None else len(contexts)
+    )
+    if errors:
+        outcome.error = errors[0]
+        outcome.reason = f"render error: {errors[0]}"
+    return outcome
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,153 @@
+"""The route stage: stored events in, deliveries out, rendered off the event loop.
+
+The database is the truth (a scan at start finds what a crash left unrouted); a bounded
+in-memory queue of just-stored events only saves reading them back. Rules run in a
+thread of their own, each within the config's render_timeout, so a template that runs
+for minutes delays neither /hooks/ nor sending, and fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from relayhook.config.settings import Config
+from relayhook.model import Event, Message, Routing
+from relayhook.ops.metrics import Metrics
+from relayhook.route.match import route
+from relayhook.store.base import Store
+
+__all__ = ["RouteStage", "route_event"]
+
+logger = logging.getLogger("relayhook.route")
+_BATCH = 256
+_FRESH_MAX = 10_000  # events held in memory for routing; past this, read from the database
+_IDLE_POLL = 1.0
+
+
+def route_event(config: Config, event: Event) -> tuple[Message, ...]:
+    """Every message the rules in force make of one stored event; failures are logged."""
+    if event.error is not None:
+        logger.error(
+            "event %s could not be routed (%s); kept as unrouted",
+            event.id,
+            event.error,
+            extra={"event_id": event.id},
+        )
+        return ()
+    try:
+        outcomes = route(config.rules, config.destinations, event, config.render_timeout)
+    except Exception:
+        logger.exception(
+            "event %s could not be routed; kept as unrouted", event.id, extra={"event_id": event.id}
+        )
+        return ()
+    for o in outcomes:
+        if o.error:
+            logger.warning(
+                "event %s: rule %s failed: %s",
+                event.id,
+                o.rule.name,
+                o.error,
+                extra={"event_id": event.id, "rule": o.rule.name},
+            )
+    messages = tuple(m for o in outcomes for m in o.messages)
+    if not messages:
+        logger.debug(
+            "event %s (%s) matched no rule",
+            event.id,
+            event.event_type,
+            extra={"event_id": event.id, "event_type": event.event_type},
+        )
+    return messages
+
+
+class RouteStage:
+    """Routes stored events into deliveries, in batches."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        metrics: Metrics,
+        routed: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._config = config
+        self.metrics = metrics
+        self._routed = routed  # told when new deliveries may be waiting
+        self.clock = clock
+        self._fresh: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._rescan = True
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relayhook-render")
+
+    def hint(self, event: Event) -> None:
+        """A new event is committed: route it from memory, without reading it back."""
+        if len(self._fresh) < _FRESH_MAX:
+            self._fresh.append(event)
+        else:
+            self._rescan = True  # too many waiting: the database scan catches the rest
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for work now (a new config may route what waits differently)."""
+        self._wake.set()
+
+    async def _next_batch(self) -> list[Event]:
+        if self._fresh:
+            return [self._fresh.popleft() for _ in range(min(len(self._fresh), _BATCH))]
+        if self._rescan:
+            batch = await self.store.events_to_route(_BATCH)
+            self._rescan = len(batch) == _BATCH
+            return batch
+        return []
+
+    async def run(self) -> None:
+        self._rescan = True
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                # Quiet for a while: look in the database too, in case a hint was lost.
+                woken = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_IDLE_POLL):
+                        woken = await self._wake.wait()
+                self._wake.clear()
+                self._rescan = not woken
+                continue
+            routings = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._route_all, self._config(), batch
+            )
+            # The noise stages (silence → throttle → group → quiet hours) belong here:
+            # between what the rules made and the deliveries that get stored and sent.
+            saved = await self.store.save_routings(routings, self.clock())
+            self._count(routings, saved)
+            self._routed()
+
+    @staticmethod
+    def _route_all(config: Config, batch: Sequence[Event]) -> list[Routing]:
+        return [Routing(event.id, route_event(config, event)) for event in batch]
+
+    def _count(self, routings: Sequence[Routing], saved: Sequence[bool]) -> None:
+        routed, unrouted = (
+            self.metrics.routed.labels("routed"),
+            self.metrics.routed.labels("unrouted"),
+        )
+        for routing, fresh in zip(routings, saved, strict=True):
+            if not fresh:
+                continue
+            (routed if routing.messages else unrouted).inc()
+            for m in routing.messages:
+                if m.error:
+                    self.metrics.notifications.labels(m.destination, "failed").inc()
+
+    def close(self) -> None:
+        # A render in progress ends within its budget; nothing waits for it.
+        self._pool.shutdown(wait=False, cancel_futures=True)

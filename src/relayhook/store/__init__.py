@@ -1,0 +1,1 @@
+"""Everything relayhook keeps: the interface (base.py) and its implementations."""

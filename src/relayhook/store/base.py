@@ -1,0 +1,124 @@
+"""The one interface the pipeline, the CLI and the API use for everything they keep.
+
+SQLite (store.sqlite) implements it; another backend must pass the same contract tests
+(tests/test_store_contract.py). Every write is durable when its call returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+
+__all__ = ["PruneResult", "QueueStats", "Store", "StoreBusy"]
+
+
+class StoreBusy(Exception):  # noqa: N818 - reads as what it says
+    """Another daemon holds the database."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Unfinished work: deliveries per state, the oldest one's age, events not routed."""
+
+    depth: Mapping[str, int]
+    oldest_age: float
+    awaiting_routing: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What a prune deleted."""
+
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+
+
+class Store(Protocol):
+    """Events, deliveries and attempts, kept durably."""
+
+    @property
+    def where(self) -> str:
+        """The database, as a user would name it (secrets masked)."""
+
+    # -- ingest ------------------------------------------------------------------------
+
+    async def add_event(self, event: NewEvent) -> tuple[int, bool]:
+        """Keep an accepted event: (its id, whether (source, key) was known already).
+
+        A known key keeps the first event and stores nothing new.
+        """
+
+    # -- routing -----------------------------------------------------------------------
+
+    async def events_to_route(self, limit: int) -> list[Event]:
+        """Up to limit stored events not routed yet, oldest first."""
+
+    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
+        """Each event's deliveries and its new state (routed, unrouted), all at once.
+
+        An event routed already is left alone (False), so routing one twice is harmless.
+        """
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def recover(self, now: float) -> int:
+        """After a crash: make work caught in flight due again; how many."""
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        """Up to wants[destination] due deliveries each, oldest due first, none of busy;
+        and when the next delivery to those destinations falls due."""
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Log each attempt and move its delivery to the state it decided."""
+
+    async def waiting_by_destination(self) -> dict[str, int]:
+        """Unfinished deliveries per destination."""
+
+    # -- replay ------------------------------------------------------------------------
+
+    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+        """A new pending copy of each delivered or dead delivery: [(original, new)]."""
+
+    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
+        """replay() of every delivery that went dead at or after since."""
+
+    # -- reads for the CLI and the API --------------------------------------------------
+
+    async def list_events(
+        self, *, state: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
+
+    async def get_event(self, event_id: int) -> dict[str, Any] | None:
+        """An event with its body, headers and a summary of each of its deliveries."""
+
+    async def list_deliveries(
+        self,
+        *,
+        state: str | None = None,
+        rule: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]: ...
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        """A delivery with its event and every attempt."""
+
+    async def queue_stats(self, now: float) -> QueueStats: ...
+
+    async def ping(self) -> None:
+        """Raise unless the database takes a write transaction now."""
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(self, cutoff: float) -> PruneResult:
+        """Delete finished events received before cutoff, with their deliveries and
+        attempts; unfinished work and anything touched since cutoff stays."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The SQLite store: store.py implements the interface; the SQL is split by concern."""

@@ -1,0 +1,143 @@
+"""Deliveries in SQLite: claiming due work, recording attempts, recovery and replay."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence, Set
+
+from relayhook.model import Attempt, Delivery
+
+__all__ = [
+    "claim_due",
+    "dead_since",
+    "next_due_at",
+    "record_attempts",
+    "recover",
+    "replay",
+    "waiting_by_destination",
+]
+
+_UNFINISHED = "('pending', 'retrying')"
+_DUE_SQL = (
+    "SELECT d.id, d.event_id, d.destination, d.title, d.body, d.format, d.attempts,"
+    " e.received_at FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " WHERE d.destination = ? AND d.state IN ('pending', 'retrying')"
+    " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"
+)
+
+
+def claim_due(
+    conn: sqlite3.Connection, wants: Mapping[str, int], busy: Set[int], now: float
+) -> tuple[list[Delivery], float | None]:
+    """Up to wants[destination] due deliveries each, oldest due first, skipping those in
+    flight (busy); and when the next one to these destinations falls due.
+
+    Nothing is written: what is in flight is known in memory only (the daemon's lock on
+    the file makes it the only sender), so a crash leaves it due, to be tried again (at
+    least once) after the restart.
+    """
+    taken: list[Delivery] = []
+    for destination, free in wants.items():
+        n = 0
+        for row in conn.execute(_DUE_SQL, (destination, now, free + len(busy))):
+            if row[0] in busy:
+                continue
+            taken.append(Delivery(*row))
+            n += 1
+            if n == free:
+                break
+    return taken, next_due_at(conn, wants)
+
+
+def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float | None:
+    """When the earliest waiting delivery to any of these destinations falls due."""
+    names = list(destinations)
+    if not names:
+        return None
+    marks = ",".join("?" * len(names))
+    row = conn.execute(
+        f"SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN {_UNFINISHED}"  # noqa: S608
+        f" AND destination IN ({marks})",
+        names,
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def waiting_by_destination(conn: sqlite3.Connection) -> dict[str, int]:
+    """Deliveries still to be sent (pending or retrying), per destination."""
+    return {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            f"SELECT destination, COUNT(*) FROM deliveries WHERE state IN {_UNFINISHED}"  # noqa: S608
+            " GROUP BY destination"
+        )
+    }
+
+
+def record_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> None:
+    """Each attempt in the log, and its delivery moved to the state it decided."""
+    conn.executemany(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error)
+            for a in attempts
+        ],
+    )
+    conn.executemany(
+        "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
+        " last_error = ? WHERE id = ?",
+        [
+            (
+                a.decision.state,
+                a.number,
+                a.decision.next_attempt_at,
+                a.recorded_at,
+                a.error,
+                a.delivery_id,
+            )
+            for a in attempts
+        ],
+    )
+
+
+def recover(conn: sqlite3.Connection, now: float) -> int:
+    """After a crash or stop: deliveries caught in flight are due again at once.
+
+    Only databases from before in-flight work was kept in memory have such rows
+    ('sending'); today a crash leaves in-flight work simply due.
+    """
+    cur = conn.execute(
+        "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, updated_at = ?"
+        " WHERE state = 'sending'",
+        (now, now),
+    )
+    return cur.rowcount
+
+
+def replay(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+    """New pending deliveries copied from finished ones: [(original id, new id)]."""
+    made = []
+    for original in ids:
+        cur = conn.execute(
+            "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+            " state, next_attempt_at, created_at, updated_at, replay_of)"
+            " SELECT event_id, rule, destination, item_index, title, body, format, 'pending',"
+            " ?, ?, ?, id"
+            " FROM deliveries WHERE id = ? AND state IN ('delivered', 'dead')",
+            (now, now, now, original),
+        )
+        if cur.rowcount == 1:
+            made.append((original, int(cur.lastrowid or 0)))
+    return made
+
+
+def dead_since(conn: sqlite3.Connection, since: float) -> list[int]:
+    """Deliveries that went dead at or after `since`, oldest first."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM deliveries WHERE state = 'dead' AND updated_at >= ? ORDER BY id",
+            (since,),
+        )
+    ]

@@ -1,0 +1,120 @@
+"""Events in SQLite: inserting accepted ones, finding those to route, saving routings."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from relayhook.model import DeliveryState, Event, Routing
+
+__all__ = ["events_to_route", "insert_events", "save_routings"]
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (id, source, event_key, event_type, received_at, headers, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING"
+)
+_decode = msgspec.json.Decoder().decode
+
+
+def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[int, bool]]:
+    """Insert (id, source, key, type, received_at, headers, body) rows in one statement:
+    (the stored id, whether (source, key) was known already) for each."""
+    cur = conn.executemany(_INSERT_EVENTS, rows)
+    if cur.rowcount == len(rows):
+        return [(row[0], False) for row in rows]
+    # Some keys were known: find which rows stand in their place.
+    found: list[tuple[int, bool]] = []
+    for row in rows:
+        stored = conn.execute(
+            "SELECT id FROM events WHERE source = ? AND event_key = ?", (row[1], row[2])
+        ).fetchone()[0]
+        found.append((stored, stored != row[0]))
+    return found
+
+
+def _event(row: sqlite3.Row) -> Event:
+    headers: dict[str, str] = json.loads(row["headers"])
+    try:
+        body = _decode(row["body"])
+    except (msgspec.DecodeError, RecursionError):
+        try:
+            body = json.loads(row["body"])
+        except (ValueError, RecursionError) as e:
+            return Event(
+                row["id"],
+                row["source"],
+                row["event_type"],
+                row["received_at"],
+                headers,
+                error=f"the stored body is not JSON: {e}",
+            )
+    return Event(row["id"], row["source"], row["event_type"], row["received_at"], headers, body)
+
+
+def events_to_route(conn: sqlite3.Connection, limit: int) -> list[Event]:
+    """The oldest events not routed yet, read back whole."""
+    rows = conn.execute(
+        "SELECT id, source, event_type, received_at, headers, body FROM events"
+        " WHERE state = 'received' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [_event(row) for row in rows]
+
+
+def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> bool:
+    """One delivery per message (failed when it did not render), and the event's new state.
+
+    Only an event still waiting to be routed is: routing the same event twice (say, from
+    the in-memory hint and a database scan) creates its deliveries once. Returns whether
+    this call routed it.
+    """
+    state = "routed" if routing.messages else "unrouted"
+    cur = conn.execute(
+        "UPDATE events SET state = ? WHERE id = ? AND state = 'received'",
+        (state, routing.event_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+        " state, next_attempt_at, created_at, updated_at, last_error)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                routing.event_id,
+                m.rule,
+                m.destination,
+                m.item_index,
+                m.title,
+                m.body,
+                m.format,
+                DeliveryState.FAILED if m.error else DeliveryState.PENDING,
+                None if m.error else now,
+                now,
+                now,
+                m.error,
+            )
+            for m in routing.messages
+        ],
+    )
+    return True
+
+
+def save_routings(conn: sqlite3.Connection, routings: Sequence[Routing], now: float) -> list[bool]:
+    """Each routing saved; whether each event was still waiting (so this call routed it).
+
+    Events that matched nothing are marked in one statement.
+    """
+    unrouted = [r.event_id for r in routings if not r.messages]
+    if len(unrouted) <= 1:
+        return [_save_routing(conn, r, now) for r in routings]
+    # Whether each was still waiting does not matter here: there is nothing to insert.
+    conn.executemany(
+        "UPDATE events SET state = 'unrouted' WHERE id = ? AND state = 'received'",
+        [(event_id,) for event_id in unrouted],
+    )
+    return [True if not r.messages else _save_routing(conn, r, now) for r in routings]

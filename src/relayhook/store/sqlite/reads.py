@@ -1,0 +1,123 @@
+"""Reading the log in SQLite for the CLI and the API: events, deliveries, queue figures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from relayhook.store.base import QueueStats
+
+__all__ = ["get_delivery", "get_event", "list_deliveries", "list_events", "queue_stats"]
+
+_LIST_SQL = (
+    "SELECT d.id, d.event_id, e.source, e.event_type, d.rule, d.destination, d.item_index,"
+    " d.state, d.attempts, d.title, d.created_at, d.updated_at, d.next_attempt_at,"
+    " d.last_error, d.replay_of FROM deliveries d JOIN events e ON e.id = d.event_id"
+)
+
+
+def list_deliveries(
+    conn: sqlite3.Connection,
+    *,
+    state: str | None = None,
+    rule: str | None = None,
+    destination: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    clause, args = _where(
+        {"d.state": state, "d.rule": rule, "d.destination": destination}, "d.created_at", since
+    )
+    sql = _LIST_SQL + clause + " ORDER BY d.id DESC LIMIT ?"
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] | None:
+    """A delivery with its event and every attempt, or None."""
+    row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    delivery = dict(row)
+    event = dict(
+        conn.execute(
+            "SELECT id, source, event_key, event_type, received_at, state, headers, body"
+            " FROM events WHERE id = ?",
+            (delivery["event_id"],),
+        ).fetchone()
+    )
+    event["headers"] = json.loads(event["headers"])
+    delivery["event"] = event
+    delivery["attempts_log"] = [
+        dict(a)
+        for a in conn.execute(
+            "SELECT number, started_at, duration_ms, outcome, error FROM attempts"
+            " WHERE delivery_id = ? ORDER BY number",
+            (delivery_id,),
+        )
+    ]
+    return delivery
+
+
+_EVENTS_SQL = (
+    "SELECT e.id, e.source, e.event_key, e.event_type, e.received_at, e.state,"
+    " (SELECT COUNT(*) FROM deliveries d WHERE d.event_id = e.id) AS deliveries FROM events e"
+)
+
+
+def _where(
+    equal: dict[str, object | None], since_column: str, since: float | None
+) -> tuple[str, list[object]]:
+    """A WHERE clause of fixed column names, every value a bound parameter."""
+    terms = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args = [value for value in equal.values() if value is not None]
+    if since is not None:
+        terms.append(f"{since_column} >= ?")
+        args.append(since)
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+def list_events(
+    conn: sqlite3.Connection,
+    *,
+    state: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    clause, args = _where({"e.state": state}, "e.received_at", since)
+    sql = _EVENTS_SQL + clause + " ORDER BY e.id DESC LIMIT ?"
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def get_event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
+    """An event with its body and the summary of each of its deliveries, or None."""
+    row = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+    if row is None:
+        return None
+    event = dict(row)
+    event["headers"] = json.loads(event["headers"])
+    event["deliveries"] = [
+        dict(d)
+        for d in conn.execute(
+            "SELECT id, rule, destination, item_index, state, attempts, last_error"
+            " FROM deliveries WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+    ]
+    return event
+
+
+def queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
+    """Deliveries per unfinished state, the oldest one's age, and events awaiting routing."""
+    depth = {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            "SELECT state, COUNT(*) FROM deliveries WHERE state IN ('pending', 'retrying',"
+            " 'sending') GROUP BY state"
+        )
+    }
+    oldest = conn.execute(
+        "SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')"
+    ).fetchone()[0]
+    awaiting = conn.execute("SELECT COUNT(*) FROM events WHERE state = 'received'").fetchone()[0]
+    return QueueStats(depth, (now - oldest) if oldest is not None else 0.0, int(awaiting))

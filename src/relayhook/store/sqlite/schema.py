@@ -1,0 +1,128 @@
+"""The SQLite schema, its migrations, and how a connection is opened."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+__all__ = ["connect", "migrate", "shrink", "transaction"]
+
+migrations = Migrations("relayhook")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    for statement in (
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            headers TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'received',
+            UNIQUE (source, event_key)
+        )""",
+        "CREATE INDEX events_to_route ON events (id) WHERE state = 'received'",
+        "CREATE INDEX events_received_at ON events (received_at)",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            event_id INTEGER NOT NULL REFERENCES events (id),
+            rule TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            item_index INTEGER,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            format TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_error TEXT,
+            replay_of INTEGER REFERENCES deliveries (id)
+        )""",
+        # The scheduler's query: due work per destination.
+        """CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at)
+           WHERE state IN ('pending', 'retrying')""",
+        "CREATE INDEX deliveries_state ON deliveries (state, updated_at)",
+        "CREATE INDEX deliveries_event ON deliveries (event_id)",
+        "CREATE INDEX deliveries_rule ON deliveries (rule, created_at)",
+        "CREATE INDEX deliveries_destination ON deliveries (destination, created_at)",
+        "CREATE INDEX deliveries_created ON deliveries (created_at)",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration_ms REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery_id, number)",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m002_unfinished_index(db: sqlite_utils.Database) -> None:
+    # For the age of the oldest unfinished delivery, read at every /metrics scrape.
+    db.execute(
+        "CREATE INDEX deliveries_unfinished ON deliveries (created_at)"
+        " WHERE state IN ('pending', 'retrying', 'sending')"
+    )
+
+
+@migrations(transactional=False)
+def m003_incremental_vacuum(db: sqlite_utils.Database) -> None:
+    # So that pruning can hand pages back to the file system (new files get it at creation).
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("VACUUM")
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(path: str) -> None:
+    """Create the database and apply pending schema migrations, each in a transaction."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes on a new, empty file
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrations.apply(sqlite_utils.Database(conn))
+
+
+def shrink(conn: sqlite3.Connection) -> None:
+    """Return free pages to the file system; outside any transaction."""
+    # sqlite3's execute() steps this pragma once, freeing one page; executescript() runs
+    # it to the end.
+    conn.executescript("PRAGMA incremental_vacuum;")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, for the CLI's writes beside a running daemon."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,142 @@
+"""SQLite behind the Store interface: one file, one writer thread, WAL.
+
+Every call is a job for the writer thread (writer.py), so reads see every commit before
+them and writes commit in groups. The SQL lives by concern beside this file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence, Set
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+from relayhook.store.base import PruneResult, QueueStats
+from relayhook.store.sqlite import deliveries, events, reads
+from relayhook.store.sqlite.lock import DaemonLock
+from relayhook.store.sqlite.retention import prune_batch
+from relayhook.store.sqlite.schema import connect, migrate, shrink
+from relayhook.store.sqlite.writer import Writer
+
+__all__ = ["SqliteStore"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class SqliteStore:
+    """The delivery log in one SQLite file.
+
+    With daemon=True it takes the file's daemon lock first (StoreBusy when another daemon
+    holds it); the CLI opens the same file without it, beside a running daemon.
+    """
+
+    def __init__(self, path: str, *, daemon: bool = False) -> None:
+        self.path = path
+        migrate(path)
+        self._lock = DaemonLock(path) if daemon else None
+        self._conn = connect(path)
+        self._writer = Writer(self._conn)
+
+    @property
+    def where(self) -> str:
+        return self.path
+
+    async def add_event(self, event: NewEvent) -> tuple[int, bool]:
+        return await self._writer.add_event(event, _encode(event.headers).decode())
+
+    async def events_to_route(self, limit: int) -> list[Event]:
+        return await self._writer.run(partial(events.events_to_route, limit=limit))
+
+    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
+        return await self._writer.run(partial(events.save_routings, routings=routings, now=now))
+
+    async def recover(self, now: float) -> int:
+        return await self._writer.run(partial(deliveries.recover, now=now))
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        return await self._writer.run(
+            partial(deliveries.claim_due, wants=wants, busy=busy, now=now)
+        )
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        await self._writer.run(partial(deliveries.record_attempts, attempts=attempts))
+
+    async def waiting_by_destination(self) -> dict[str, int]:
+        return await self._writer.run(deliveries.waiting_by_destination)
+
+    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+        chosen = list(ids)
+        return await self._writer.run(partial(deliveries.replay, ids=chosen, now=now))
+
+    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            return deliveries.replay(conn, deliveries.dead_since(conn, since), now)
+
+        return await self._writer.run(run)
+
+    async def list_events(
+        self, *, state: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self._writer.run(
+            partial(reads.list_events, state=state, since=since, limit=limit)
+        )
+
+    async def get_event(self, event_id: int) -> dict[str, Any] | None:
+        return await self._writer.run(partial(reads.get_event, event_id=event_id))
+
+    async def list_deliveries(
+        self,
+        *,
+        state: str | None = None,
+        rule: str | None = None,
+        destination: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        return await self._writer.run(
+            partial(
+                reads.list_deliveries,
+                state=state,
+                rule=rule,
+                destination=destination,
+                since=since,
+                limit=limit,
+            )
+        )
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        return await self._writer.run(partial(reads.get_delivery, delivery_id=delivery_id))
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        return await self._writer.run(partial(reads.queue_stats, now=now))
+
+    async def ping(self) -> None:
+        await self._writer.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def prune(self, cutoff: float) -> PruneResult:
+        """In batches of small transactions, so ingest waits for none of them for long;
+        then the freed pages go back to the file system."""
+        total = PruneResult()
+        while True:
+            done = await self._writer.run(partial(prune_batch, cutoff=cutoff))
+            if done is None:
+                break
+            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+        if total.events:
+            await self._writer.run(shrink, transaction=False)
+        return total
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _fields(result: PruneResult) -> tuple[int, int, int]:
+    return result.events, result.deliveries, result.attempts

@@ -1,0 +1,1 @@
+"""The HTTP face beside /hooks/: health, metrics and the admin API."""

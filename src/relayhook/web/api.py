@@ -1,0 +1,174 @@
+"""The admin API under /api/: read the log and replay deliveries, behind an admin token.
+
+Served only when `admin_token` is configured; never unauthenticated. The token travels
+only as `Authorization: Bearer ...`, never in a URL where access logs would keep it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol
+
+from litestar import Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.handlers import BaseRouteHandler
+from litestar.params import Parameter
+
+from relayhook.config import units
+from relayhook.config.settings import Config
+from relayhook.receive.auth import bearer_token
+from relayhook.store.base import Store
+
+__all__ = ["Control", "admin_router"]
+
+_LIMIT_MAX = 1000
+
+
+class Control(Protocol):
+    """What the running daemon offers the API beyond the log: reload and status."""
+
+    async def reload(self) -> tuple[bool, list[str]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def admin_router(config: Callable[[], Config], store: Store, control: Control | None) -> Router:
+    """Routes for /api/, guarded by the admin token of the config in force."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        token = config().admin_token
+        offered = bearer_token(connection.headers.get("authorization", ""))
+        if not token:
+            raise NotAuthorizedException("the admin API is off: set admin_token in the config")
+        if not offered:
+            raise NotAuthorizedException("missing admin token: send Authorization: Bearer ...")
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise NotAuthorizedException("invalid admin token")
+
+    def reply(data: Any, status: int = 200) -> Response[bytes]:
+        text = config().redactor(json.dumps(data, ensure_ascii=False))
+        return Response(text.encode(), status_code=status, media_type="application/json")
+
+    def not_found(what: str, ident: int) -> Response[bytes]:
+        return reply({"error": f"no {what} {ident}"}, 404)
+
+    def since_of(value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return units.since(value)
+        except ValueError as e:
+            raise ValidationException(f"since: {e}") from None
+
+    @get("/events")
+    async def events(
+        state_filter: Annotated[str | None, Parameter(query="state")] = None,
+        since: str | None = None,
+        limit: int = 100,
+    ) -> Response[bytes]:
+        cutoff = since_of(since)
+        rows = await store.list_events(
+            state=state_filter, since=cutoff, limit=min(limit, _LIMIT_MAX)
+        )
+        return reply(rows)
+
+    @get("/events/{event_id:int}")
+    async def event(event_id: int) -> Response[bytes]:
+        found = await store.get_event(event_id)
+        return reply(found) if found else not_found("event", event_id)
+
+    @get("/deliveries")
+    async def deliveries(
+        status: str | None = None,
+        rule: str | None = None,
+        destination: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+    ) -> Response[bytes]:
+        cutoff = since_of(since)
+        rows = await store.list_deliveries(
+            state=status,
+            rule=rule,
+            destination=destination,
+            since=cutoff,
+            limit=min(limit, _LIMIT_MAX),
+        )
+        return reply(rows)
+
+    @get("/deliveries/{delivery_id:int}")
+    async def delivery(delivery_id: int) -> Response[bytes]:
+        found = await store.get_delivery(delivery_id)
+        return reply(found) if found else not_found("delivery", delivery_id)
+
+    @post("/deliveries/{delivery_id:int}/replay")
+    async def replay_one(delivery_id: int) -> Response[bytes]:
+        made = await store.replay([delivery_id], time.time())
+        if not made:
+            return reply(
+                {"error": f"delivery {delivery_id} is unknown, or not delivered/dead"}, 409
+            )
+        return reply({"replayed": [{"original": o, "new": n} for o, n in made]}, 201)
+
+    @post("/replay")
+    async def replay_many(request: Request[Any, Any, Any]) -> Response[bytes]:
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unreadable body is the client's error
+            body = None
+        ids, dead_since = (
+            (body.get("ids"), body.get("dead_since")) if isinstance(body, dict) else (None, None)
+        )
+        if (ids is None) == (dead_since is None):
+            return reply({"error": 'send {"ids": [1, 2]} or {"dead_since": "24h"}'}, 400)
+        if ids is not None and not (isinstance(ids, list) and all(type(i) is int for i in ids)):
+            return reply({"error": "ids must be a list of delivery ids"}, 400)
+        if dead_since is not None and not isinstance(dead_since, str):
+            return reply({"error": "dead_since must be a duration such as 24h"}, 400)
+        try:
+            cutoff = since_of(dead_since)
+        except ValidationException as e:
+            return reply({"error": f"dead_{e.detail}"}, 400)
+        if ids is not None:
+            made = await store.replay(ids, time.time())
+        else:
+            made = await store.replay_dead(cutoff or 0.0, time.time())
+        return reply({"replayed": [{"original": o, "new": n} for o, n in made]})
+
+    @post("/reload")
+    async def reload() -> Response[bytes]:
+        if control is None:
+            return reply({"error": "reload is not available here"}, 501)
+        ok, problems = await control.reload()
+        if ok:
+            return reply({"reloaded": True, "config": config().summary()})
+        return reply(
+            {
+                "reloaded": False,
+                "error": "the config has problems; the old one stays in force",
+                "problems": problems,
+            },
+            422,
+        )
+
+    @get("/status")
+    async def status() -> Response[bytes]:
+        return reply(control.status() if control else {"config": config().summary()})
+
+    return Router(
+        path="/api",
+        route_handlers=[
+            events,
+            event,
+            deliveries,
+            delivery,
+            replay_one,
+            replay_many,
+            reload,
+            status,
+        ],
+        guards=[guard],
+    )
