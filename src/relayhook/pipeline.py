@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -23,7 +22,7 @@ from relayhook.deliver.scheduler import Scheduler
 from relayhook.model import Event, NewEvent
 from relayhook.ops.metrics import Metrics
 from relayhook.route.stage import RouteStage
-from relayhook.store.base import Store
+from relayhook.store.base import Store, StoreError
 
 __all__ = ["Intake", "Pipeline"]
 
@@ -103,7 +102,7 @@ class Pipeline:
         while not self._stopping:
             try:
                 await loop()
-            except sqlite3.Error as e:
+            except StoreError as e:
                 logger.error("%s: database error (%s); trying again in %gs", name, e, _RESTART)
                 await asyncio.sleep(_RESTART)
             except Exception:

@@ -85,15 +85,21 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class AppriseDestination:
-    """Any service apprise speaks, by URL; apprise shapes the request."""
+class _Sending:
+    """What every destination has: where, and how patiently and how much at once."""
 
     name: str
     url: str
     retry: RetryPolicy
     timeout: float = 10.0
     concurrency: int = 4
-    min_interval: float | None = None  # None: apprise's own pacing for the service
+    min_interval: float | None = None  # apprise: None is apprise's own pacing for the service
+
+
+@dataclass(frozen=True, slots=True)
+class AppriseDestination(_Sending):
+    """Any service apprise speaks, by URL; apprise shapes the request."""
+
     format: Format | None = None
     processes: int = 0  # worker processes to send from; 0 for threads
 
@@ -103,15 +109,9 @@ class AppriseDestination:
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookDestination:
+class WebhookDestination(_Sending):
     """A plain HTTP request whose body has the user's shape."""
 
-    name: str
-    url: str
-    retry: RetryPolicy
-    timeout: float = 10.0
-    concurrency: int = 4
-    min_interval: float | None = None
     method: str = "POST"
     headers: tuple[tuple[str, str], ...] = ()
     body: jinja2.Template | None = None  # None: a JSON object of the message's parts

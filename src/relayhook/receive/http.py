@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +25,7 @@ from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.pipeline import Intake
 from relayhook.receive.auth import TokenAuth, address_allowed, client_address
 from relayhook.receive.parse import dedupe_key, event_type_of, parse_body
+from relayhook.store.base import StoreError
 
 __all__ = ["PREFIX", "ASGIApp", "hooks_endpoint"]
 
@@ -203,7 +203,7 @@ def _refusal(e: Exception, path: str) -> tuple[int, str]:
     """The status and message for a request that was not stored."""
     if isinstance(e, EventError):
         return e.status, e.message
-    if isinstance(e, sqlite3.Error):
+    if isinstance(e, StoreError):
         # Nothing was committed, so the sender may safely send it again.
         logger.error("POST %s: could not store the event: %s", path, e)
         return 503, f"could not store the event ({e}); nothing was kept, send it again later"

@@ -12,11 +12,15 @@ from typing import Any, Protocol
 
 from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
 
-__all__ = ["PruneResult", "QueueStats", "Store", "StoreBusy"]
+__all__ = ["PruneResult", "QueueStats", "Store", "StoreBusy", "StoreError"]
 
 
 class StoreBusy(Exception):  # noqa: N818 - reads as what it says
     """Another daemon holds the database."""
+
+
+class StoreError(Exception):
+    """The database failed a call (disk full, locked too long): nothing of it was kept."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from relayhook.model import NewEvent
+from relayhook.store.base import StoreError
 from relayhook.store.sqlite.events import insert_events
 
 __all__ = ["Writer"]
@@ -180,6 +181,11 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | No
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():
         return
+    if isinstance(error, sqlite3.Error):
+        # Callers above the store know StoreError, not SQLite's own errors.
+        wrapped = StoreError(str(error))
+        wrapped.__cause__ = error
+        error = wrapped
     if error is not None:
         future.set_exception(error)
     else:
