@@ -151,5 +151,5 @@ class Pipeline:
         for task in [*self._loops, *self._chores]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._chores, return_exceptions=True)
-        self.router.close()
+        await self.router.stop()
         await self.scheduler.drain(drain_timeout)

@@ -1,9 +1,11 @@
 """The route stage: stored events in, deliveries out, rendered off the event loop.
 
 The database is the truth (a scan at start finds what a crash left unrouted); a bounded
-in-memory queue of just-stored events only saves reading them back. Rules run in a
-thread of their own, each within the config's render_timeout, so a template that runs
-for minutes delays neither /hooks/ nor sending, and fails alone.
+in-memory queue of just-stored events only saves reading them back. Rules run in render
+threads, each rule within the config's render_timeout, so a template that runs for
+minutes delays neither /hooks/ nor sending, and fails alone. Batches go one after the
+other, so they stay large under load; one still rendering after _SLOW goes on aside
+while the next one starts, so a slow rule holds up only the events in its own batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from relayhook.config.settings import Config
 from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
 from relayhook.route.match import route
-from relayhook.store.base import Store
+from relayhook.store.base import Store, StoreError
 
 __all__ = ["RouteStage", "route_event"]
 
@@ -28,6 +30,8 @@ logger = logging.getLogger("relayhook.route")
 _BATCH = 256
 _FRESH_MAX = 10_000  # events held in memory for routing; past this, read from the database
 _IDLE_POLL = 1.0
+_THREADS = 4  # batches rendering at once
+_SLOW = 0.05  # seconds a batch renders before the next one may start beside it
 
 
 def route_event(config: Config, event: Event) -> tuple[Message, ...]:
@@ -86,7 +90,10 @@ class RouteStage:
         self._fresh: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._rescan = True
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relayhook-render")
+        self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="relayhook-render")
+        self._slots = asyncio.Semaphore(_THREADS)
+        self._routing: set[int] = set()  # events in a batch being routed now
+        self._batches: set[asyncio.Task[None]] = set()
 
     def hint(self, event: Event) -> None:
         """A new event is committed: route it from memory, without reading it back."""
@@ -104,7 +111,8 @@ class RouteStage:
         if self._fresh:
             return [self._fresh.popleft() for _ in range(min(len(self._fresh), _BATCH))]
         if self._rescan:
-            batch = await self.store.events_to_route(_BATCH)
+            found = await self.store.events_to_route(_BATCH + len(self._routing))
+            batch = [e for e in found if e.id not in self._routing][:_BATCH]
             self._rescan = len(batch) == _BATCH
             return batch
         return []
@@ -122,6 +130,16 @@ class RouteStage:
                 self._wake.clear()
                 self._rescan = not woken
                 continue
+            await self._slots.acquire()
+            ids = {e.id for e in batch}
+            self._routing.update(ids)
+            task = asyncio.create_task(self._route_batch(batch, ids))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            await asyncio.wait({task}, timeout=_SLOW)
+
+    async def _route_batch(self, batch: list[Event], ids: set[int]) -> None:
+        try:
             routings = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._route_all, self._config(), batch
             )
@@ -130,6 +148,22 @@ class RouteStage:
             saved = await self.store.save_routings(routings, self.clock())
             self._count(routings, saved)
             self._routed()
+        except StoreError as e:
+            logger.error("could not save the routing of %d events (%s); retrying", len(ids), e)
+            await self._retry_later()
+        except Exception:
+            logger.exception("routing %d events failed; retrying", len(ids))
+            await self._retry_later()
+        finally:
+            self._routing.difference_update(ids)
+            self._slots.release()
+
+    async def _retry_later(self) -> None:
+        # They are still waiting on disk: a scan finds them after a pause (a full disk
+        # should not turn into a busy loop).
+        await asyncio.sleep(_IDLE_POLL)
+        self._rescan = True
+        self._wake.set()
 
     @staticmethod
     def _route_all(config: Config, batch: Sequence[Event]) -> list[Routing]:
@@ -148,6 +182,10 @@ class RouteStage:
                 if m.error:
                     self.metrics.notifications.labels(m.destination, "failed").inc()
 
-    def close(self) -> None:
+    async def stop(self) -> None:
+        """Stop routing; what was not saved is still waiting on disk for the next start."""
+        for task in self._batches:
+            task.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
         # A render in progress ends within its budget; nothing waits for it.
         self._pool.shutdown(wait=False, cancel_futures=True)
