@@ -38,6 +38,8 @@ def claim_due(
     """
     taken: list[Delivery] = []
     for destination, free in wants.items():
+        if free <= 0:
+            continue
         n = 0
         for row in conn.execute(_DUE_SQL, (destination, now, free + len(busy))):
             if row[0] in busy:

@@ -112,9 +112,15 @@ def save_routings(conn: sqlite3.Connection, routings: Sequence[Routing], now: fl
     unrouted = [r.event_id for r in routings if not r.messages]
     if len(unrouted) <= 1:
         return [_save_routing(conn, r, now) for r in routings]
-    # Whether each was still waiting does not matter here: there is nothing to insert.
-    conn.executemany(
-        "UPDATE events SET state = 'unrouted' WHERE id = ? AND state = 'received'",
-        [(event_id,) for event_id in unrouted],
-    )
-    return [True if not r.messages else _save_routing(conn, r, now) for r in routings]
+    marks = ",".join("?" * len(unrouted))
+    marked = {
+        row[0]
+        for row in conn.execute(
+            f"UPDATE events SET state = 'unrouted' WHERE id IN ({marks})"  # noqa: S608
+            " AND state = 'received' RETURNING id",
+            unrouted,
+        )
+    }
+    return [
+        r.event_id in marked if not r.messages else _save_routing(conn, r, now) for r in routings
+    ]

@@ -1,0 +1,1062 @@
+"""The Store contract: what every backend must do, checked in process against each one.
+
+Every test takes the `store` fixture, which is parametrized by backend (BACKENDS below);
+a new backend (PostgreSQL) passes when it passes this file unchanged. Timestamps are
+fixed and passed explicitly, so nothing here depends on the clock. The store is async;
+each step runs through run() (asyncio.run), so no async test plugin is needed.
+
+Tests of SQLite alone (the daemon lock, reopening the file) are at the end, marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from relayhook.model import (
+    Attempt,
+    Decision,
+    Delivery,
+    DeliveryState,
+    Event,
+    Message,
+    NewEvent,
+    Routing,
+)
+from relayhook.store.base import PruneResult, Store, StoreBusy
+from relayhook.store.open import open_store
+from relayhook.store.sqlite.store import SqliteStore
+
+T = TypeVar("T")
+
+PENDING, RETRYING = DeliveryState.PENDING, DeliveryState.RETRYING
+DELIVERED, DEAD = DeliveryState.DELIVERED, DeliveryState.DEAD
+
+T0 = 1_800_000_000.0  # a fixed "now"; every time below is T0 plus a few seconds
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+def _sqlite(tmp_path: Path) -> Store:
+    return SqliteStore(str(tmp_path / "relayhook.db"))
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": _sqlite,
+    # PostgreSQL goes here, as one more line: "postgresql": <a factory like _sqlite>,
+}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened = BACKENDS[request.param](tmp_path)
+    yield opened
+    run(opened.close())
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def new_event(
+    key: str,
+    *,
+    source: str = "shop",
+    at: float = T0,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    event_type: str = "order.paid",
+) -> NewEvent:
+    body = {"key": key} if body is None else body
+    return NewEvent(source, key, event_type, at, dict(headers or {}), json.dumps(body), body)
+
+
+def message(
+    destination: str = "slack",
+    *,
+    rule: str = "r1",
+    item_index: int | None = None,
+    error: str | None = None,
+) -> Message:
+    return Message(
+        rule, destination, item_index, f"title {rule}", f"body {rule}", "markdown", error
+    )
+
+
+def attempt(
+    delivery_id: int,
+    number: int,
+    state: DeliveryState,
+    at: float,
+    *,
+    next_at: float | None = None,
+    error: str | None = None,
+    outcome: str = "failed",
+) -> Attempt:
+    """An attempt started at `at`, taking 250 ms, recorded 1 s later."""
+    return Attempt(delivery_id, number, at, 250.0, outcome, error, Decision(state, next_at), at + 1)
+
+
+async def routed(
+    store: Store, key: str, messages: list[Message], *, at: float = T0, now: float | None = None
+) -> tuple[int, list[int]]:
+    """Add an event received at `at` and save its routing at `now` (default `at`):
+    (event id, its delivery ids in message order)."""
+    event_id, known = await store.add_event(new_event(key, at=at))
+    assert not known
+    assert await store.save_routings(
+        [Routing(event_id, tuple(messages))], at if now is None else now
+    ) == [True]
+    event = await store.get_event(event_id)
+    assert event is not None
+    return event_id, [d["id"] for d in event["deliveries"]]
+
+
+async def one(store: Store, key: str, destination: str = "slack", **kw: Any) -> int:
+    """The id of the one delivery of a new event routed to `destination`."""
+    _, ids = await routed(store, key, [message(destination)], **kw)
+    return ids[0]
+
+
+def ids_of(claimed: list[Delivery]) -> list[int]:
+    return [d.id for d in claimed]
+
+
+def nonzero(depth: Mapping[str, int]) -> dict[str, int]:
+    """Queue depth without the states at zero (a backend may list them or leave them out)."""
+    return {state: n for state, n in depth.items() if n}
+
+
+def pick(row: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: row[k] for k in keys}
+
+
+# -- ping, recover -----------------------------------------------------------------------
+
+
+def test_ping_succeeds(store: Store) -> None:
+    assert run(store.ping()) is None
+
+
+def test_recover_on_a_fresh_store_finds_nothing(store: Store) -> None:
+    assert run(store.recover(T0)) == 0
+
+
+def test_recover_leaves_waiting_and_finished_work_alone(store: Store) -> None:
+    async def go() -> None:
+        waiting = await one(store, "a")
+        done = await one(store, "b")
+        await store.record_attempts([attempt(done, 1, DELIVERED, T0 + 1, outcome="delivered")])
+        assert await store.recover(T0 + 50) == 0
+        assert pick(await store.get_delivery(waiting) or {}, "state", "next_attempt_at") == {
+            "state": "pending",
+            "next_attempt_at": T0,
+        }
+        assert (await store.get_delivery(done) or {})["state"] == "delivered"
+
+    run(go())
+
+
+# -- add_event ---------------------------------------------------------------------------
+
+
+def test_add_event_new_then_known_key(store: Store) -> None:
+    async def go() -> None:
+        first = new_event("k1", body={"n": 1}, headers={"x-id": "1"})
+        event_id, known = await store.add_event(first)
+        assert known is False
+        # The same (source, key) again, even with another body: the first event stands.
+        again = new_event("k1", at=T0 + 5, body={"n": 2}, headers={"x-id": "2"})
+        assert await store.add_event(again) == (event_id, True)
+        assert [e["id"] for e in await store.list_events()] == [event_id]
+        stored = await store.get_event(event_id)
+        assert stored is not None
+        assert json.loads(stored["body"]) == {"n": 1}
+        assert stored["headers"] == {"x-id": "1"}
+        assert stored["received_at"] == T0
+        assert [e.id for e in await store.events_to_route(10)] == [event_id]
+
+    run(go())
+
+
+def test_add_event_same_key_under_another_source_is_new(store: Store) -> None:
+    async def go() -> None:
+        a, known_a = await store.add_event(new_event("k1", source="shop"))
+        b, known_b = await store.add_event(new_event("k1", source="billing"))
+        assert (known_a, known_b) == (False, False)
+        assert a != b
+        listed = await store.list_events()
+        assert {(e["id"], e["source"], e["event_key"]) for e in listed} == {
+            (a, "shop", "k1"),
+            (b, "billing", "k1"),
+        }
+
+    run(go())
+
+
+def test_add_event_concurrently_gives_distinct_ids_and_stores_all(store: Store) -> None:
+    async def go() -> None:
+        results = await asyncio.gather(
+            *(store.add_event(new_event(f"k{i}", at=T0 + i)) for i in range(50))
+        )
+        ids = [event_id for event_id, _ in results]
+        assert [known for _, known in results] == [False] * 50
+        assert len(set(ids)) == 50
+        listed = await store.list_events(limit=1000)
+        assert sorted(e["id"] for e in listed) == sorted(ids)
+        by_id = {e["id"]: e["event_key"] for e in listed}
+        assert [by_id[event_id] for event_id in ids] == [f"k{i}" for i in range(50)]
+
+    run(go())
+
+
+def test_add_event_concurrent_duplicates_keep_one_event(store: Store) -> None:
+    async def go() -> None:
+        results = await asyncio.gather(
+            *(store.add_event(new_event(k)) for k in ["dup"] * 10 + ["other"])
+        )
+        dup_ids = {event_id for event_id, _ in results[:10]}
+        assert len(dup_ids) == 1
+        assert sorted(known for _, known in results[:10]) == [False] + [True] * 9
+        assert results[10][1] is False
+        listed = await store.list_events()
+        assert sorted(e["id"] for e in listed) == sorted([*dup_ids, results[10][0]])
+
+    run(go())
+
+
+# -- events_to_route ---------------------------------------------------------------------
+
+
+def test_events_to_route_oldest_first_whole_and_limited(store: Store) -> None:
+    async def go() -> None:
+        bodies = [{"a": [1, 2]}, {"b": None, "n": 1.5}, ["list", {"deep": True}]]
+        headers = [{"content-type": "application/json"}, {}, {"x-a": "1", "x-b": "two"}]
+        ids = []
+        for i, (body, head) in enumerate(zip(bodies, headers, strict=True)):
+            event_id, _ = await store.add_event(
+                new_event(f"k{i}", at=T0 + i, body=body, headers=head, event_type=f"t{i}")
+            )
+            ids.append(event_id)
+        expected = [
+            Event(ids[i], "shop", f"t{i}", T0 + i, headers[i], bodies[i], None) for i in range(3)
+        ]
+        assert await store.events_to_route(10) == expected
+        assert await store.events_to_route(2) == expected[:2]
+        assert await store.events_to_route(1) == expected[:1]
+
+        # Routed (with deliveries) or unrouted (with none): gone from it either way.
+        assert await store.save_routings(
+            [Routing(ids[0], (message(),)), Routing(ids[2], ())], T0 + 10
+        ) == [True, True]
+        assert await store.events_to_route(10) == [expected[1]]
+        assert await store.save_routings([Routing(ids[1], (message(),))], T0 + 11) == [True]
+        assert await store.events_to_route(10) == []
+
+    run(go())
+
+
+# -- save_routings -----------------------------------------------------------------------
+
+
+def test_save_routings_one_delivery_per_message(store: Store) -> None:
+    async def go() -> None:
+        event_id, _ = await store.add_event(new_event("k1"))
+        messages = (
+            message("slack", rule="r1", item_index=0),
+            message("slack", rule="r1", item_index=1),
+            message("pager", rule="r2", error="template: no such field 'x'"),
+        )
+        now = T0 + 3
+        assert await store.save_routings([Routing(event_id, messages)], now) == [True]
+
+        event = await store.get_event(event_id)
+        assert event is not None
+        assert event["state"] == "routed"
+        got = [
+            pick(d, "rule", "destination", "item_index", "state", "attempts", "last_error")
+            for d in event["deliveries"]
+        ]
+        assert got == [
+            dict(
+                rule="r1",
+                destination="slack",
+                item_index=0,
+                state="pending",
+                attempts=0,
+                last_error=None,
+            ),
+            dict(
+                rule="r1",
+                destination="slack",
+                item_index=1,
+                state="pending",
+                attempts=0,
+                last_error=None,
+            ),
+            dict(
+                rule="r2",
+                destination="pager",
+                item_index=None,
+                state="failed",
+                attempts=0,
+                last_error="template: no such field 'x'",
+            ),
+        ]
+        first, _, failed = (d["id"] for d in event["deliveries"])
+
+        delivery = await store.get_delivery(first)
+        assert delivery is not None
+        assert pick(
+            delivery, "event_id", "title", "body", "format", "next_attempt_at", "created_at",
+            "updated_at", "replay_of", "attempts_log",
+        ) == dict(
+            event_id=event_id, title="title r1", body="body r1", format="markdown",
+            next_attempt_at=now, created_at=now, updated_at=now, replay_of=None, attempts_log=[],
+        )  # fmt: skip
+        assert pick(delivery["event"], "id", "source", "event_key", "event_type", "state") == dict(
+            id=event_id, source="shop", event_key="k1", event_type="order.paid", state="routed"
+        )
+
+        # The failed one is never due and never waiting.
+        failed_row = await store.get_delivery(failed)
+        assert failed_row is not None
+        assert failed_row["next_attempt_at"] is None
+        claimed, _ = await store.claim_due({"slack": 10, "pager": 10}, set(), T0 + 10**6)
+        assert sorted(ids_of(claimed)) == sorted(d["id"] for d in event["deliveries"][:2])
+        assert await store.waiting_by_destination() == {"slack": 2}
+
+        listed = await store.list_events()
+        assert pick(listed[0], "id", "state", "deliveries") == dict(
+            id=event_id, state="routed", deliveries=3
+        )
+
+    run(go())
+
+
+def test_save_routings_without_messages_makes_the_event_unrouted(store: Store) -> None:
+    async def go() -> None:
+        event_id, _ = await store.add_event(new_event("k1"))
+        assert await store.save_routings([Routing(event_id, ())], T0) == [True]
+        event = await store.get_event(event_id)
+        assert event is not None
+        assert (event["state"], event["deliveries"]) == ("unrouted", [])
+        assert [e["id"] for e in await store.list_events(state="unrouted")] == [event_id]
+        assert await store.list_deliveries() == []
+
+    run(go())
+
+
+def test_save_routings_twice_routes_once(store: Store) -> None:
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a"))
+        b, _ = await store.add_event(new_event("b"))
+        c, _ = await store.add_event(new_event("c"))
+        batch = [
+            Routing(a, (message("slack"), message("pager"))),
+            Routing(b, ()),
+            Routing(c, (message(),)),
+        ]
+        assert await store.save_routings(batch, T0) == [True, True, True]
+        assert await store.save_routings(batch, T0 + 1) == [False, False, False]
+        # Once more with other messages: still nothing new.
+        assert await store.save_routings([Routing(a, (message("email"),))], T0 + 2) == [False]
+        assert await store.save_routings([Routing(b, (message("email"),))], T0 + 2) == [False]
+
+        rows = await store.list_deliveries()
+        assert sorted((r["event_id"], r["destination"]) for r in rows) == sorted(
+            [(a, "slack"), (a, "pager"), (c, "slack")]
+        )
+        assert {r["created_at"] for r in rows} == {T0}
+        states = {e["id"]: (e["state"], e["deliveries"]) for e in await store.list_events()}
+        assert states == {a: ("routed", 2), b: ("unrouted", 0), c: ("routed", 1)}
+
+    run(go())
+
+
+def test_save_routings_twice_in_one_call_routes_once(store: Store) -> None:
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a"))
+        routing = Routing(a, (message(),))
+        assert await store.save_routings([routing, routing], T0) == [True, False]
+        assert len(await store.list_deliveries()) == 1
+
+    run(go())
+
+
+def test_save_routings_twice_with_several_unrouted_says_false(store: Store) -> None:
+    # Several unrouted events are marked in one statement: each still answers whether it
+    # was waiting (found by this test: it answered True for all of them).
+
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a"))
+        b, _ = await store.add_event(new_event("b"))
+        batch = [Routing(a, ()), Routing(b, ())]
+        assert await store.save_routings(batch, T0) == [True, True]
+        assert await store.save_routings(batch, T0 + 1) == [False, False]
+
+    run(go())
+
+
+def test_save_routings_of_an_unknown_event_says_false(store: Store) -> None:
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a"))
+        assert await store.save_routings([Routing(a + 1000, (message(),))], T0) == [False]
+        assert await store.save_routings([Routing(a + 1001, ())], T0) == [False]
+        assert await store.list_deliveries() == []
+        assert [e.id for e in await store.events_to_route(10)] == [a]
+
+    run(go())
+
+
+# -- claim_due ---------------------------------------------------------------------------
+
+
+def test_claim_due_fields(store: Store) -> None:
+    async def go() -> None:
+        event_id, (d,) = await routed(store, "k1", [message("slack", rule="r9")], at=T0, now=T0 + 2)
+        claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 2)
+        assert claimed == [Delivery(d, event_id, "slack", "title r9", "body r9", "markdown", 0, T0)]
+        assert next_due == T0 + 2
+
+        await store.record_attempts([attempt(d, 1, RETRYING, T0 + 3, next_at=T0 + 9, error="x")])
+        claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 9)
+        assert claimed == [Delivery(d, event_id, "slack", "title r9", "body r9", "markdown", 1, T0)]
+
+    run(go())
+
+
+def test_claim_due_per_destination_oldest_due_first(store: Store) -> None:
+    async def go() -> None:
+        a1 = await one(store, "a1", "a", at=T0 + 1)
+        a2 = await one(store, "a2", "a", at=T0 + 2)
+        a3 = await one(store, "a3", "a", at=T0 + 3)
+        b1 = await one(store, "b1", "b", at=T0 + 4)
+        now = T0 + 10
+
+        claimed, next_due = await store.claim_due({"a": 2}, set(), now)
+        assert (ids_of(claimed), next_due) == ([a1, a2], T0 + 1)
+        claimed, _ = await store.claim_due({"a": 1}, set(), now)
+        assert ids_of(claimed) == [a1]
+        claimed, _ = await store.claim_due({"a": 10, "b": 10}, set(), now)
+        assert sorted(ids_of(claimed)) == sorted([a1, a2, a3, b1])
+        assert [d.id for d in claimed if d.destination == "a"] == [a1, a2, a3]
+        claimed, next_due = await store.claim_due({"b": 1}, set(), now)
+        assert (ids_of(claimed), next_due) == ([b1], T0 + 4)
+
+        # Claiming writes nothing: the same work is due again until an attempt is recorded.
+        claimed, _ = await store.claim_due({"a": 2}, set(), now)
+        assert ids_of(claimed) == [a1, a2]
+
+    run(go())
+
+
+def test_claim_due_orders_by_due_time_not_by_id(store: Store) -> None:
+    async def go() -> None:
+        early_id = await one(store, "x", at=T0)  # lower id, retried later
+        later_id = await one(store, "y", at=T0 + 1)
+        await store.record_attempts([attempt(early_id, 1, RETRYING, T0 + 2, next_at=T0 + 50)])
+        claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 60)
+        assert (ids_of(claimed), next_due) == ([later_id, early_id], T0 + 1)
+
+    run(go())
+
+
+def test_claim_due_skips_busy(store: Store) -> None:
+    async def go() -> None:
+        a1 = await one(store, "a1", "a", at=T0 + 1)
+        a2 = await one(store, "a2", "a", at=T0 + 2)
+        a3 = await one(store, "a3", "a", at=T0 + 3)
+        b1 = await one(store, "b1", "b", at=T0 + 4)
+        now = T0 + 10
+        claimed, _ = await store.claim_due({"a": 2}, {a1}, now)
+        assert ids_of(claimed) == [a2, a3]
+        claimed, _ = await store.claim_due({"a": 2}, {a1, a2, b1}, now)
+        assert ids_of(claimed) == [a3]
+        claimed, next_due = await store.claim_due({"a": 5}, {a1, a2, a3}, now)
+        assert claimed == []
+        assert next_due == T0 + 1  # the in-flight work still waits; the scheduler polls
+        claimed, _ = await store.claim_due({"a": 5, "b": 5}, {a2}, now)
+        assert sorted(ids_of(claimed)) == sorted([a1, a3, b1])
+
+    run(go())
+
+
+def test_claim_due_takes_nothing_for_a_destination_wanting_none(store: Store) -> None:
+    # With busy ids the query asks for more rows than wanted: zero must still take none
+    # (found by this test: it handed out up to len(busy)).
+
+    async def go() -> None:
+        await one(store, "a1", "a", at=T0 + 1)
+        await one(store, "a2", "a", at=T0 + 2)
+        b1 = await one(store, "b1", "b", at=T0 + 3)
+        b2 = await one(store, "b2", "b", at=T0 + 4)
+        claimed, _ = await store.claim_due({"a": 0}, set(), T0 + 10)
+        assert claimed == []
+        claimed, _ = await store.claim_due({"a": 0, "b": 2}, {b1}, T0 + 10)
+        assert ids_of(claimed) == [b2]
+
+    run(go())
+
+
+def test_claim_due_leaves_work_not_yet_due_and_other_destinations(store: Store) -> None:
+    async def go() -> None:
+        soon = await one(store, "a1", "a", at=T0 + 20)
+        later = await one(store, "a2", "a", at=T0 + 30)
+        other = await one(store, "b1", "b", at=T0)
+
+        claimed, next_due = await store.claim_due({"a": 5}, set(), T0 + 10)
+        assert (claimed, next_due) == ([], T0 + 20)
+        claimed, next_due = await store.claim_due({"a": 5}, set(), T0 + 20)
+        assert (ids_of(claimed), next_due) == ([soon], T0 + 20)
+        claimed, _ = await store.claim_due({"a": 5}, set(), T0 + 30)
+        assert ids_of(claimed) == [soon, later]
+
+        # A destination not wanted is neither claimed nor counted for the next due time.
+        claimed, next_due = await store.claim_due({"c": 5}, set(), T0 + 100)
+        assert (claimed, next_due) == ([], None)
+        claimed, next_due = await store.claim_due({}, set(), T0 + 100)
+        assert (claimed, next_due) == ([], None)
+        claimed, next_due = await store.claim_due({"b": 5}, set(), T0 + 100)
+        assert (ids_of(claimed), next_due) == ([other], T0)
+
+    run(go())
+
+
+def test_claim_due_next_due_is_none_when_all_is_finished(store: Store) -> None:
+    async def go() -> None:
+        d = await one(store, "k")
+        await store.record_attempts([attempt(d, 1, DELIVERED, T0 + 1, outcome="delivered")])
+        assert await store.claim_due({"slack": 5}, set(), T0 + 100) == ([], None)
+
+    run(go())
+
+
+# -- record_attempts ---------------------------------------------------------------------
+
+
+def test_record_attempts_retry_then_delivered(store: Store) -> None:
+    async def go() -> None:
+        d = await one(store, "k", at=T0)
+        first = attempt(d, 1, RETRYING, T0 + 5, next_at=T0 + 65, error="HTTP 503")
+        await store.record_attempts([first])
+        row = await store.get_delivery(d)
+        assert row is not None
+        assert pick(
+            row, "state", "attempts", "next_attempt_at", "last_error", "updated_at"
+        ) == dict(
+            state="retrying",
+            attempts=1,
+            next_attempt_at=T0 + 65,
+            last_error="HTTP 503",
+            updated_at=T0 + 6,
+        )
+        assert await store.claim_due({"slack": 5}, set(), T0 + 64.999) == ([], T0 + 65)
+        claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 65)
+        assert [(c.id, c.attempts) for c in claimed] == [(d, 1)]
+        assert await store.waiting_by_destination() == {"slack": 1}
+
+        second = Attempt(
+            d, 2, T0 + 65.5, 1234.5, "timeout", "timed out", Decision(RETRYING, T0 + 200), T0 + 67
+        )
+        third = Attempt(d, 3, T0 + 200.25, 80.0, "delivered", None, Decision(DELIVERED), T0 + 201)
+        await store.record_attempts([second])
+        await store.record_attempts([third])
+        row = await store.get_delivery(d)
+        assert row is not None
+        assert pick(
+            row, "state", "attempts", "next_attempt_at", "last_error", "updated_at"
+        ) == dict(
+            state="delivered",
+            attempts=3,
+            next_attempt_at=None,
+            last_error=None,
+            updated_at=T0 + 201,
+        )
+        assert row["attempts_log"] == [
+            dict(
+                number=1, started_at=T0 + 5, duration_ms=250.0, outcome="failed", error="HTTP 503"
+            ),
+            dict(
+                number=2,
+                started_at=T0 + 65.5,
+                duration_ms=1234.5,
+                outcome="timeout",
+                error="timed out",
+            ),
+            dict(
+                number=3, started_at=T0 + 200.25, duration_ms=80.0, outcome="delivered", error=None
+            ),
+        ]
+        assert await store.claim_due({"slack": 5}, set(), T0 + 10**6) == ([], None)
+        assert await store.waiting_by_destination() == {}
+
+    run(go())
+
+
+def test_record_attempts_dead_finishes_and_several_at_once(store: Store) -> None:
+    async def go() -> None:
+        dead = await one(store, "a", at=T0)
+        done = await one(store, "b", at=T0)
+        retry = await one(store, "c", at=T0)
+        await store.record_attempts(
+            [
+                attempt(dead, 1, DEAD, T0 + 1, error="HTTP 400: bad payload"),
+                attempt(done, 1, DELIVERED, T0 + 1, outcome="delivered"),
+                attempt(retry, 1, RETRYING, T0 + 1, next_at=T0 + 30, error="HTTP 502"),
+            ]
+        )
+        rows = {d: await store.get_delivery(d) for d in (dead, done, retry)}
+        got = {
+            d: pick(r or {}, "state", "attempts", "next_attempt_at", "last_error")
+            for d, r in rows.items()
+        }
+        assert got == {
+            dead: dict(
+                state="dead", attempts=1, next_attempt_at=None, last_error="HTTP 400: bad payload"
+            ),
+            done: dict(state="delivered", attempts=1, next_attempt_at=None, last_error=None),
+            retry: dict(
+                state="retrying", attempts=1, next_attempt_at=T0 + 30, last_error="HTTP 502"
+            ),
+        }
+        assert [len((r or {})["attempts_log"]) for r in rows.values()] == [1, 1, 1]
+        claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 10**6)
+        assert (ids_of(claimed), next_due) == ([retry], T0 + 30)
+
+    run(go())
+
+
+# -- waiting_by_destination --------------------------------------------------------------
+
+
+def test_waiting_by_destination_counts_unfinished(store: Store) -> None:
+    async def go() -> None:
+        assert await store.waiting_by_destination() == {}
+        _, a = await routed(store, "e1", [message("a"), message("a"), message("a"), message("a")])
+        await routed(store, "e2", [message("b"), message("b", error="no template")])
+        _, c = await routed(store, "e3", [message("c"), message("c")])
+        await store.record_attempts(
+            [
+                attempt(a[0], 1, RETRYING, T0 + 1, next_at=T0 + 100),
+                attempt(a[1], 1, DELIVERED, T0 + 1, outcome="delivered"),
+                attempt(c[0], 1, DEAD, T0 + 1),
+                attempt(c[1], 1, DELIVERED, T0 + 1, outcome="delivered"),
+            ]
+        )
+        assert await store.waiting_by_destination() == {"a": 3, "b": 1}
+
+    run(go())
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def test_replay_only_finished_deliveries(store: Store) -> None:
+    async def go() -> None:
+        event_id, (delivered, dead, pending, failed, retrying) = await routed(
+            store,
+            "k",
+            [
+                message("a", rule="r1", item_index=3),
+                message("b", rule="r2"),
+                message("c"),
+                message("d", error="bad template"),
+                message("e"),
+            ],
+        )
+        await store.record_attempts(
+            [
+                attempt(delivered, 1, DELIVERED, T0 + 1, outcome="delivered"),
+                attempt(dead, 2, DEAD, T0 + 1, error="HTTP 410"),
+                attempt(retrying, 1, RETRYING, T0 + 1, next_at=T0 + 500),
+            ]
+        )
+        unknown = retrying + 1000
+        now = T0 + 50
+        made = await store.replay([unknown, pending, delivered, failed, retrying, dead], now)
+        assert [original for original, _ in made] == [delivered, dead]
+        (_, new_delivered), (_, new_dead) = made
+        assert len({new_delivered, new_dead, delivered, dead, pending, failed, retrying}) == 7
+
+        keys = ("event_id", "rule", "destination", "item_index", "title", "body", "format")
+        for original, new in made:
+            old_row, new_row = await store.get_delivery(original), await store.get_delivery(new)
+            assert old_row is not None
+            assert new_row is not None
+            assert pick(new_row, *keys) == pick(old_row, *keys)
+            assert pick(
+                new_row, "state", "attempts", "next_attempt_at", "created_at", "replay_of",
+                "last_error", "attempts_log",
+            ) == dict(
+                state="pending", attempts=0, next_attempt_at=now, created_at=now,
+                replay_of=original, last_error=None, attempts_log=[],
+            )  # fmt: skip
+            assert new_row["event"]["id"] == event_id
+            assert old_row["replay_of"] is None
+        # The originals stay as they were.
+        states = {d["id"]: d["state"] for d in await store.list_deliveries()}
+        assert [states[i] for i in (delivered, dead, pending, failed, retrying)] == [
+            "delivered", "dead", "pending", "failed", "retrying",
+        ]  # fmt: skip
+        assert (states[new_delivered], states[new_dead]) == ("pending", "pending")
+
+        claimed, _ = await store.claim_due({"a": 5, "b": 5}, set(), now)
+        assert sorted(ids_of(claimed)) == sorted([new_delivered, new_dead])
+        event = await store.get_event(event_id)
+        assert event is not None
+        assert len(event["deliveries"]) == 7
+        assert await store.replay([], now) == []
+
+    run(go())
+
+
+def test_replay_dead_since(store: Store) -> None:
+    async def go() -> None:
+        _, (early, on_time, late, delivered, waiting) = await routed(
+            store, "k", [message("a"), message("a"), message("a"), message("a"), message("a")]
+        )
+        # attempt() records at its start + 1: these went dead at T0+6, T0+10 and T0+11.
+        await store.record_attempts(
+            [
+                attempt(early, 1, DEAD, T0 + 5),
+                attempt(on_time, 1, DEAD, T0 + 9),
+                attempt(late, 1, DEAD, T0 + 10),
+                attempt(delivered, 1, DELIVERED, T0 + 20, outcome="delivered"),
+                attempt(waiting, 1, RETRYING, T0 + 20, next_at=T0 + 99),
+            ]
+        )
+        made = await store.replay_dead(T0 + 10, T0 + 30)
+        assert sorted(original for original, _ in made) == [on_time, late]
+        for original, new in made:
+            row = await store.get_delivery(new)
+            assert row is not None
+            assert (row["state"], row["replay_of"], row["next_attempt_at"]) == (
+                "pending",
+                original,
+                T0 + 30,
+            )
+        assert await store.replay_dead(T0 + 12, T0 + 30) == []
+        made = await store.replay_dead(0.0, T0 + 40)
+        assert sorted(original for original, _ in made) == [early, on_time, late]
+
+    run(go())
+
+
+# -- queue_stats -------------------------------------------------------------------------
+
+
+def test_queue_stats(store: Store) -> None:
+    async def go() -> None:
+        stats = await store.queue_stats(T0)
+        assert (nonzero(stats.depth), stats.oldest_age, stats.awaiting_routing) == ({}, 0.0, 0)
+
+        for key in ("waiting1", "waiting2", "waiting3"):
+            await store.add_event(new_event(key))
+        _, (old_retry, old_done) = await routed(store, "e1", [message(), message()], at=T0 + 10)
+        _, (new_pending, new_dead, _failed) = await routed(
+            store, "e2", [message(), message(), message(error="bad")], at=T0 + 40
+        )
+        unrouted, _ = await store.add_event(new_event("e3"))
+        await store.save_routings([Routing(unrouted, ())], T0 + 41)
+        await store.record_attempts(
+            [
+                attempt(old_retry, 1, RETRYING, T0 + 50, next_at=T0 + 500),
+                attempt(old_done, 1, DELIVERED, T0 + 50, outcome="delivered"),
+                attempt(new_dead, 1, DEAD, T0 + 50),
+            ]
+        )
+        stats = await store.queue_stats(T0 + 100)
+        assert nonzero(stats.depth) == {"pending": 1, "retrying": 1}
+        assert stats.oldest_age == 90.0  # created at T0+10, retrying since
+        assert stats.awaiting_routing == 3
+
+        await store.record_attempts([attempt(old_retry, 2, DEAD, T0 + 101)])
+        stats = await store.queue_stats(T0 + 100)
+        assert (nonzero(stats.depth), stats.oldest_age) == ({"pending": 1}, 60.0)
+        await store.record_attempts(
+            [attempt(new_pending, 1, DELIVERED, T0 + 101, outcome="delivered")]
+        )
+        stats = await store.queue_stats(T0 + 100)
+        assert (nonzero(stats.depth), stats.oldest_age, stats.awaiting_routing) == ({}, 0.0, 3)
+
+    run(go())
+
+
+# -- list_deliveries, list_events, get_* -------------------------------------------------
+
+
+def test_list_deliveries_filters_newest_first(store: Store) -> None:
+    async def go() -> None:
+        _, (d1, d2) = await routed(
+            store, "e1", [message("a", rule="r1"), message("b", rule="r2")], at=T0 + 1
+        )
+        e2, (d3,) = await routed(store, "e2", [message("a", rule="r2")], at=T0 + 2)
+        _, (d4, d5) = await routed(
+            store, "e3", [message("b", rule="r1"), message("a", rule="r1", error="x")], at=T0 + 3
+        )
+        await store.record_attempts(
+            [
+                attempt(d1, 1, DELIVERED, T0 + 10, outcome="delivered"),
+                attempt(d3, 1, RETRYING, T0 + 10, next_at=T0 + 60, error="HTTP 500"),
+            ]
+        )
+
+        async def listed(**kw: Any) -> list[int]:
+            return [r["id"] for r in await store.list_deliveries(**kw)]
+
+        assert await listed() == [d5, d4, d3, d2, d1]
+        assert await listed(state="pending") == [d4, d2]
+        assert await listed(state="retrying") == [d3]
+        assert await listed(state="failed") == [d5]
+        assert await listed(state="dead") == []
+        assert await listed(rule="r2") == [d3, d2]
+        assert await listed(destination="a") == [d5, d3, d1]
+        assert await listed(since=T0 + 2) == [d5, d4, d3]
+        assert await listed(since=T0 + 2.5) == [d5, d4]
+        assert await listed(limit=2) == [d5, d4]
+        assert await listed(destination="a", rule="r1") == [d5, d1]
+        assert await listed(destination="b", state="pending", since=T0 + 1) == [d4, d2]
+        assert await listed(destination="a", state="pending") == []
+        assert await listed(rule="nope") == []
+
+        (row,) = await store.list_deliveries(state="retrying")
+        assert pick(
+            row, "id", "event_id", "source", "event_type", "rule", "destination", "item_index",
+            "state", "attempts", "title", "created_at", "updated_at", "next_attempt_at",
+            "last_error", "replay_of",
+        ) == dict(
+            id=d3, event_id=e2, source="shop", event_type="order.paid", rule="r2", destination="a",
+            item_index=None, state="retrying", attempts=1, title="title r2", created_at=T0 + 2,
+            updated_at=T0 + 11, next_attempt_at=T0 + 60, last_error="HTTP 500", replay_of=None,
+        )  # fmt: skip
+
+    run(go())
+
+
+def test_list_events_filters_newest_first(store: Store) -> None:
+    async def go() -> None:
+        e1, _ = await routed(store, "k1", [message(), message("b")], at=T0 + 1)
+        e2, _ = await store.add_event(new_event("k2", at=T0 + 2, event_type="refund"))
+        e3, _ = await store.add_event(new_event("k3", at=T0 + 3))
+        await store.save_routings([Routing(e3, ())], T0 + 3)
+        e4, _ = await store.add_event(new_event("k4", at=T0 + 4))
+
+        async def listed(**kw: Any) -> list[int]:
+            return [r["id"] for r in await store.list_events(**kw)]
+
+        assert await listed() == [e4, e3, e2, e1]
+        assert await listed(state="received") == [e4, e2]
+        assert await listed(state="routed") == [e1]
+        assert await listed(state="unrouted") == [e3]
+        assert await listed(since=T0 + 2) == [e4, e3, e2]
+        assert await listed(since=T0 + 2.5, state="received") == [e4]
+        assert await listed(limit=3) == [e4, e3, e2]
+        assert await listed(limit=1, state="received") == [e4]
+
+        rows = {r["id"]: r for r in await store.list_events()}
+        assert pick(
+            rows[e1], "source", "event_key", "event_type", "received_at", "state", "deliveries"
+        ) == dict(
+            source="shop",
+            event_key="k1",
+            event_type="order.paid",
+            received_at=T0 + 1,
+            state="routed",
+            deliveries=2,
+        )
+        assert pick(rows[e2], "event_key", "event_type", "state", "deliveries") == dict(
+            event_key="k2", event_type="refund", state="received", deliveries=0
+        )
+
+    run(go())
+
+
+def test_get_unknown_is_none(store: Store) -> None:
+    async def go() -> None:
+        event_id, (d,) = await routed(store, "k", [message()])
+        assert await store.get_event(event_id + 1000) is None
+        assert await store.get_delivery(d + 1000) is None
+
+    run(go())
+
+
+# -- prune -------------------------------------------------------------------------------
+
+
+def test_prune(store: Store) -> None:
+    cutoff = T0 + 1000
+    old, late = T0 + 1, cutoff + 5
+
+    async def go() -> None:
+        gone: list[int] = []
+        gone_deliveries: list[int] = []
+        kept: list[int] = []
+
+        # Finished before the cutoff: go, with every delivery and attempt.
+        e, (a, b) = await routed(store, "done", [message("a"), message("b")], at=old)
+        await store.record_attempts(
+            [
+                attempt(a, 1, RETRYING, old + 1, next_at=old + 10),
+                attempt(b, 1, DEAD, old + 1),
+            ]
+        )
+        await store.record_attempts([attempt(a, 2, DELIVERED, old + 10, outcome="delivered")])
+        gone.append(e)
+        gone_deliveries += [a, b]
+        e, (f,) = await routed(store, "failed", [message(error="bad template")], at=old)
+        gone.append(e)
+        gone_deliveries.append(f)
+        e, _ = await store.add_event(new_event("unrouted", at=old))
+        await store.save_routings([Routing(e, ())], old)
+        gone.append(e)
+        # Replayed before the cutoff, and the replay delivered before it too.
+        e, (r,) = await routed(store, "replayed-early", [message()], at=old)
+        await store.record_attempts([attempt(r, 1, DEAD, old + 1)])
+        ((_, copy),) = await store.replay([r], old + 5)
+        await store.record_attempts([attempt(copy, 1, DELIVERED, old + 6, outcome="delivered")])
+        gone.append(e)
+        gone_deliveries += [r, copy]
+
+        # Unfinished, touched since the cutoff, not routed yet, or received at/after it: stay.
+        e, _ = await routed(store, "pending", [message()], at=old)
+        kept.append(e)
+        e, (d,) = await routed(store, "retrying", [message()], at=old)
+        await store.record_attempts([attempt(d, 1, RETRYING, old + 1, next_at=cutoff + 100)])
+        kept.append(e)
+        e, (d, _) = await routed(store, "half-done", [message("a"), message("b")], at=old)
+        await store.record_attempts([attempt(d, 1, DELIVERED, old + 1, outcome="delivered")])
+        kept.append(e)
+        e, (touched,) = await routed(store, "touched", [message()], at=old)
+        await store.record_attempts([attempt(touched, 1, DEAD, late)])
+        kept.append(e)
+        e, (d,) = await routed(store, "replayed-late", [message()], at=old)
+        await store.record_attempts([attempt(d, 1, DEAD, old + 1)])
+        ((_, copy),) = await store.replay([d], late)
+        await store.record_attempts([attempt(copy, 1, DELIVERED, late + 1, outcome="delivered")])
+        kept.append(e)
+        e, _ = await store.add_event(new_event("not-routed", at=old))
+        kept.append(e)
+        e, (d,) = await routed(store, "at-cutoff", [message()], at=cutoff, now=old)
+        await store.record_attempts([attempt(d, 1, DELIVERED, old + 1, outcome="delivered")])
+        kept.append(e)
+        e, (d,) = await routed(store, "new", [message()], at=late)
+        await store.record_attempts([attempt(d, 1, DELIVERED, late, outcome="delivered")])
+        kept.append(e)
+
+        before = await store.list_deliveries(limit=1000)
+        assert await store.prune(cutoff) == PruneResult(events=4, deliveries=5, attempts=5)
+
+        assert sorted(e["id"] for e in await store.list_events(limit=1000)) == sorted(kept)
+        for event_id in gone:
+            assert await store.get_event(event_id) is None
+        for delivery_id in gone_deliveries:
+            assert await store.get_delivery(delivery_id) is None
+        after = await store.list_deliveries(limit=1000)
+        assert [r for r in before if r["id"] not in gone_deliveries] == after
+        assert await store.prune(cutoff) == PruneResult(0, 0, 0)
+        kept_row = await store.get_delivery(touched)
+        assert kept_row is not None
+        assert [a["number"] for a in kept_row["attempts_log"]] == [1]
+
+        # What stayed still works.
+        assert await store.waiting_by_destination() == {"slack": 2, "b": 1}
+        assert [e.event_type for e in await store.events_to_route(10)] == ["order.paid"]
+
+    run(go())
+
+
+def test_prune_on_an_empty_store(store: Store) -> None:
+    assert run(store.prune(T0)) == PruneResult(0, 0, 0)
+
+
+# == SQLite only ==========================================================================
+# The daemon lock and reopening a file: no other backend has these as they are here.
+
+
+def test_sqlite_where_is_the_path(tmp_path: Path) -> None:
+    path = str(tmp_path / "relayhook.db")
+    store = SqliteStore(path)
+    try:
+        assert store.where == path
+    finally:
+        run(store.close())
+
+
+def test_sqlite_second_daemon_store_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "relayhook.db")
+    first = SqliteStore(path, daemon=True)
+    try:
+        with pytest.raises(StoreBusy) as refused:
+            SqliteStore(path, daemon=True)
+        assert path in str(refused.value)
+        assert f"pid {os.getpid()}" in str(refused.value)
+        with pytest.raises(StoreBusy):
+            open_store(path, daemon=True)
+        run(first.ping())  # the refusal did not disturb the holder
+    finally:
+        run(first.close())
+    again = open_store(path, daemon=True)
+    try:
+        run(again.ping())
+    finally:
+        run(again.close())
+
+
+def test_sqlite_cli_store_beside_a_daemon_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "relayhook.db")
+    daemon = SqliteStore(path, daemon=True)
+    cli = SqliteStore(path)
+    try:
+
+        async def go() -> None:
+            event_id, (d,) = await routed(daemon, "k", [message()])
+            await daemon.record_attempts([attempt(d, 1, DEAD, T0 + 1, error="HTTP 404")])
+
+            assert [r["id"] for r in await cli.list_deliveries(state="dead")] == [d]
+            assert [e["id"] for e in await cli.list_events()] == [event_id]
+            row = await cli.get_delivery(d)
+            assert row is not None
+            assert [a["error"] for a in row["attempts_log"]] == ["HTTP 404"]
+            ((original, new),) = await cli.replay([d], T0 + 5)
+            assert original == d
+            await cli.ping()
+
+            claimed, _ = await daemon.claim_due({"slack": 5}, set(), T0 + 5)
+            assert ids_of(claimed) == [new]
+            replayed = await daemon.get_delivery(new)
+            assert replayed is not None
+            assert replayed["replay_of"] == d
+
+        run(go())
+    finally:
+        run(cli.close())
+        run(daemon.close())
+
+
+def test_sqlite_reopened_file_keeps_everything(tmp_path: Path) -> None:
+    path = str(tmp_path / "relayhook.db")
+    store = SqliteStore(path, daemon=True)
+    first, _ = run(store.add_event(new_event("k1")))
+    second, _ = run(store.add_event(new_event("k2")))
+    run(store.close())
+
+    store = SqliteStore(path, daemon=True)
+    try:
+        assert run(store.add_event(new_event("k1"))) == (first, True)
+        third, known = run(store.add_event(new_event("k3")))
+        assert known is False
+        assert third not in (first, second)
+        assert [e.id for e in run(store.events_to_route(10))] == [first, second, third]
+    finally:
+        run(store.close())
