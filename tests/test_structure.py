@@ -124,7 +124,7 @@ def test_every_module_imports_alone_in_dependency_order() -> None:
 
     for name in sorted(MODULES):
         visit(name)
-    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\n" % (order,)
+    code = f"import importlib\nfor m in {order!r}:\n    importlib.import_module(m)\n"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
 
 
