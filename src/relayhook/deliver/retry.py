@@ -15,7 +15,7 @@ __all__ = ["backoff", "decide"]
 def backoff(attempt: int, policy: RetryPolicy) -> float:
     """Seconds before the next try: exponential from first_delay, jittered, capped at max_delay."""
     wait = tenacity.wait_exponential_jitter(
-        initial=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay
+        multiplier=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay
     )
     state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = attempt

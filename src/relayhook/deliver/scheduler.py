@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from relayhook.deliver.recorder import Recorder
@@ -88,7 +88,8 @@ class Scheduler:
         runtime = self._runtime()
         wants, paced_until = self._wants(runtime)
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
-        for delivery in claimed:
+        spare = runtime.config.concurrency.total - len(self._attempts)
+        for delivery in _fair_share(claimed, spare):
             self._start(runtime, delivery)
         if claimed:
             return None
@@ -125,6 +126,12 @@ class Scheduler:
         runtime = self._runtime().acquire()
         try:
             attempt = await self._send(runtime, delivery)
+        except Exception:
+            # Our own failure, not the destination's: no attempt to write, so it must not
+            # stay busy for good; it is due again next round.
+            logger.exception("delivery %s: the attempt failed inside relayhook", delivery.id)
+            self._busy.discard(delivery.id)
+        else:
             self.recorder.add(attempt)
             self._count(delivery, attempt)
         finally:
@@ -184,6 +191,25 @@ class Scheduler:
             if pending:
                 logger.info("left %d deliveries in flight for retry after restart", len(pending))
         await self.recorder.flush()
+
+
+def _fair_share(claimed: list[Delivery], spare: int) -> list[Delivery]:
+    """At most spare of the claimed, taken in turn from each destination.
+
+    Each destination asked for up to its own free slots; together they may ask for more
+    than the total allows. What is left out stays due for the next round.
+    """
+    if len(claimed) <= spare:
+        return claimed
+    queues: dict[str, deque[Delivery]] = {}
+    for delivery in claimed:
+        queues.setdefault(delivery.destination, deque()).append(delivery)
+    chosen: list[Delivery] = []
+    while len(chosen) < spare:
+        for queue in queues.values():
+            if queue and len(chosen) < spare:
+                chosen.append(queue.popleft())
+    return chosen
 
 
 def _log(delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
