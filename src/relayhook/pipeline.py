@@ -3,7 +3,8 @@
     /hooks/ ──accept──► store ──hint──► RouteStage ──► store ──wake──► Scheduler
                                                           senders ──► Recorder ──► store
 
-The HTTP handler sees only the Intake (the config in force, and "accept this event").
+The HTTP handler sees only its Intake (the config in force, and "accept this event"),
+which the Pipeline is.
 Each stage runs under a supervisor that restarts it after an error (a full disk, a
 locked database): the state it needs is on disk or kept aside.
 """
@@ -14,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from relayhook.config.settings import Config
 from relayhook.deliver.runtime import Runtime
@@ -24,24 +24,14 @@ from relayhook.ops.metrics import Metrics
 from relayhook.route.stage import RouteStage
 from relayhook.store.base import Store, StoreError
 
-__all__ = ["Intake", "Pipeline"]
+__all__ = ["Pipeline"]
 
 logger = logging.getLogger("relayhook.pipeline")
 _RESTART = 1.0
 
 
-class Intake(Protocol):
-    """What the /hooks/ handler needs: the config in force, and a place to put events."""
-
-    @property
-    def config(self) -> Config: ...
-
-    async def accept(self, event: NewEvent) -> tuple[int, bool]:
-        """Store the event (durable on return): (its id, whether it was a duplicate)."""
-
-
 class Pipeline:
-    """Owns the runtime in force and the stages; implements the Intake."""
+    """Owns the runtime in force and the stages; the /hooks/ handler's Intake."""
 
     def __init__(
         self,

@@ -15,24 +15,35 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from relayhook.config.settings import Config
 from relayhook.errors import EventError
 from relayhook.model import NewEvent
 from relayhook.ops.metrics import Metrics
 from relayhook.ops.redact import CREDENTIAL_HEADERS
-from relayhook.pipeline import Intake
 from relayhook.receive.auth import TokenAuth, address_allowed, client_address
 from relayhook.receive.parse import dedupe_key, event_type_of, parse_body
 from relayhook.store.base import StoreError
 
-__all__ = ["PREFIX", "ASGIApp", "hooks_endpoint"]
+__all__ = ["PREFIX", "ASGIApp", "Intake", "hooks_endpoint"]
 
 logger = logging.getLogger("relayhook.http")
 PREFIX = "/hooks"
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+class Intake(Protocol):
+    """What this handler needs: the config in force, and a place to put events."""
+
+    @property
+    def config(self) -> Config: ...
+
+    async def accept(self, event: NewEvent) -> tuple[int, bool]:
+        """Store the event (durable on return): (its id, whether it was a duplicate)."""
+
 
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 # The reason label of refused requests in relayhook_events_received_total.

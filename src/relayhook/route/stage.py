@@ -94,6 +94,8 @@ class RouteStage:
         self._slots = asyncio.Semaphore(_THREADS)
         self._routing: set[int] = set()  # events in a batch being routed now
         self._batches: set[asyncio.Task[None]] = set()
+        self._rules_of: Config | None = None
+        self._takers: dict[tuple[str, str], bool] = {}
 
     def hint(self, event: Event) -> None:
         """A new event is committed: route it from memory, without reading it back."""
@@ -138,11 +140,35 @@ class RouteStage:
             task.add_done_callback(self._batches.discard)
             await asyncio.wait({task}, timeout=_SLOW)
 
+    def _has_rules(self, config: Config, event: Event) -> bool:
+        """Whether any rule takes this event's type and source (memoised per config)."""
+        if config is not self._rules_of:
+            self._rules_of, self._takers = config, {}
+        key = (event.source, event.event_type)
+        found = self._takers.get(key)
+        if found is None:
+            found = self._takers[key] = any(
+                rule.matches_type(event.event_type) and rule.source in (None, event.source)
+                for rule in config.rules
+            )
+        return found and event.error is None
+
     async def _route_batch(self, batch: list[Event], ids: set[int]) -> None:
         try:
-            routings = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._route_all, self._config(), batch
-            )
+            config = self._config()
+            # Events no rule takes are routed here at once: they run no template, and a
+            # thread hop per batch cost ~10% of durable ingest when measured.
+            rendering: list[Event] = []
+            routings: list[Routing] = []
+            for event in batch:
+                if self._has_rules(config, event):
+                    rendering.append(event)
+                else:
+                    routings.append(Routing(event.id, route_event(config, event)))
+            if rendering:
+                routings += await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._route_all, config, rendering
+                )
             # The noise stages (silence → throttle → group → quiet hours) belong here:
             # between what the rules made and the deliveries that get stored and sent.
             saved = await self.store.save_routings(routings, self.clock())
