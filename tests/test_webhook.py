@@ -155,6 +155,7 @@ def test_default_body_and_bad_config(tmp_path: Path, sink: HTTPSink) -> None:
         "body": "B",
         "format": "text",
         "rule": "r",
+        "severity": "info",
         "event_type": "customer.created",
         "source": "openvolt",
     }

@@ -96,6 +96,7 @@ class Daemon:
                 problems = [f"{self.config_path}: {type(e).__name__}: {e}"]
             else:
                 self.pipeline.swap(runtime)
+                _log_warnings(config)
                 self.metrics.reloaded(True)
                 self.last_reload = {"ok": True, "at": time.time(), "problems": []}
                 logger.info("config reloaded: %s", config.summary())
@@ -173,6 +174,7 @@ class Daemon:
             self._spawn(self._watchdog(self.notifier.watchdog_interval))
         self._spawn(self._prune_loop())
         logger.info("relayhook serving on %s:%d (%s)", *self.listen, config.summary())
+        _log_warnings(config)
         try:
             await server.serve()
         finally:
@@ -188,6 +190,11 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+def _log_warnings(config: Config) -> None:
+    for warning in config.warnings:
+        logger.warning("%s", warning)
 
 
 def serve(config: Config, log_level: str = "info", log_json: bool | None = None) -> None:

@@ -78,6 +78,7 @@ class Message:
     body: str
     format: str
     error: str | None = None
+    severity: str = "info"  # info, success, warning, failure: apprise's notify type
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class Delivery:
     format: str
     attempts: int  # attempts made before this one
     received_at: float  # when its event came in
+    severity: str = "info"
 
 
 @dataclass(frozen=True, slots=True)

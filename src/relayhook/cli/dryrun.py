@@ -117,6 +117,7 @@ def _as_json(event: Event, outcomes: list[RuleOutcome]) -> dict[str, Any]:
                         "title": m.title,
                         "body": m.body,
                         "format": m.format,
+                        "severity": m.severity,
                         "error": m.error,
                     }
                     for m in o.messages
@@ -145,7 +146,7 @@ def _as_text(event: Event, outcomes: list[RuleOutcome]) -> str:
             if m.error:
                 lines.append(f"      {label}-> {m.destination}: ERROR: {m.error}")
                 continue
-            lines.append(f"      {label}-> {m.destination} ({m.format})")
+            lines.append(f"      {label}-> {m.destination} ({m.format}, {m.severity})")
             lines.append(f"          title: {m.title}")
             lines.append("          body:")
             lines.append(indent(m.body, "            "))

@@ -48,4 +48,6 @@ def serve(listen: str | None, log_level: str, log_format: str, config_path: str)
 def check(config_path: str) -> None:
     """Validate the config, rules and templates without sending anything."""
     config = load(config_path)
+    for warning in config.warnings:
+        click.echo(f"{warning.file}:{warning.line}: warning: {warning.message}", err=True)
     click.echo(f"{config.summary()}: OK")

@@ -17,9 +17,11 @@ from relayhook.config.settings import (
     WebhookDestination,
 )
 from relayhook.config.yamlnodes import Problems
+from relayhook.deliver.senders import console  # noqa: F401 - registers console://
 from relayhook.errors import kind_of
 from relayhook.ops.redact import redact_url
 from relayhook.receive.auth import check_standard_secret
+from relayhook.route.escape import Family, family_of
 from relayhook.route.templating import TemplateError, compile_template
 
 __all__ = ["read_destination", "read_retry"]
@@ -53,15 +55,25 @@ def read_retry(
     return policy
 
 
-def _check_apprise_url(url: str) -> bool:
+def _apprise_family(url: str) -> Family | None:
+    """The family of the service apprise would send url to; None when apprise cannot."""
     # Apprise reports unparseable URLs through its logger; our caller reports them instead.
     logger = logging.getLogger("apprise")
     previous = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        return apprise.Apprise.instantiate(url) is not None
+        plugin = apprise.Apprise.instantiate(url)
     finally:
         logger.setLevel(previous)
+    if plugin is None:
+        return None
+    # By the plugin's own schemas: an https://hooks.slack.com/... URL is Slack too.
+    schemas: list[str] = []
+    for attr in ("secure_protocol", "protocol"):
+        value = getattr(plugin, attr, None)
+        schemas.extend([value] if isinstance(value, str) else list(value or ()))
+    families = [family_of(schema) for schema in schemas]
+    return next((f for f in families if f is not Family.OTHER), Family.OTHER)
 
 
 def read_destination(
@@ -116,7 +128,7 @@ def read_destination(
         body = None
         if body_src is not None:
             try:
-                body = compile_template(body_src)
+                body = compile_template(body_src, plain=True)
             except TemplateError as e:
                 problems.add(
                     dest.file,
@@ -146,7 +158,8 @@ def read_destination(
     if not url:
         r.fail("url", "is empty")
         return None
-    if not _check_apprise_url(url):
+    family = _apprise_family(url)
+    if family is None:
         r.fail("url", f"apprise cannot use URL '{redact_url(url)}'")
         return None
     return AppriseDestination(
@@ -158,4 +171,5 @@ def read_destination(
         format=fmt,  # type: ignore[arg-type]
         min_interval=interval,
         processes=processes,
+        family=family,
     )

@@ -180,4 +180,5 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         shutdown_timeout=shutdown_timeout,
         retention=retention,
         render_timeout=render_timeout,
+        warnings=tuple(Problem(p.file, p.line, redactor(p.message)) for p in problems.warnings),
     )

@@ -11,19 +11,31 @@ from typing import Any
 import jinja2
 
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
-from relayhook.config.settings import FORMATS, Check, Destination, Rule, Source
+from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
 from relayhook.config.yamlnodes import Problems, YList, YMap, load_yaml
 from relayhook.route.templating import (
     CONTEXT_NAMES,
     compile_expression,
     compile_template,
     undeclared_names,
+    uses_safe,
 )
 
 __all__ = ["load_rules"]
 
 _FILE_KEYS = {"event", "source", "rules"}
-_RULE_KEYS = {"name", "when", "for_each", "to", "title", "body", "body_template", "format", "stop"}
+_RULE_KEYS = {
+    "name",
+    "when",
+    "for_each",
+    "to",
+    "title",
+    "body",
+    "body_template",
+    "format",
+    "stop",
+    "severity",
+}
 _EVENT_PATTERN = re.compile(r"[A-Za-z0-9_.:/*?!\[\]-]+")
 
 
@@ -89,6 +101,41 @@ def _compile_body(
         problems.add(file, line + (e.lineno or 1) - 1, f"{label}: template {_syntax_message(e)}")
         return None
     _report_unknown_names(undeclared_names(text), allowed, file, line, label, problems)
+    if uses_safe(text):
+        problems.warn(
+            file,
+            line,
+            f"{label}: '| safe' lets event data through unescaped: it can mention"
+            " @channel or plant links in chat; keep it for values you trust",
+        )
+    return template
+
+
+def _read_severity(
+    rnode: YMap, where: str, allowed: set[str], problems: Problems
+) -> jinja2.Template | None:
+    """A fixed severity checked now; a template (by payload) checked when it renders."""
+    value = rnode.get("severity", "info")
+    line = rnode.line_of("severity") if "severity" in rnode else rnode.line
+    if not isinstance(value, str):
+        problems.add(rnode.file, line, f"{where}: severity must be one of {', '.join(SEVERITIES)}")
+        return None
+    if "{{" not in value and "{%" not in value and value.strip() not in SEVERITIES:
+        problems.add(
+            rnode.file,
+            line,
+            f"{where}: severity must be one of {', '.join(SEVERITIES)} (or a template"
+            f" giving one), got '{value}'{did_you_mean(value, SEVERITIES)}",
+        )
+        return None
+    try:
+        template = compile_template(value, plain=True)
+    except jinja2.TemplateSyntaxError as e:
+        problems.add(rnode.file, line, f"{where}: severity: template {_syntax_message(e)}")
+        return None
+    _report_unknown_names(
+        undeclared_names(value), allowed, rnode.file, line, f"{where}: severity", problems
+    )
     return template
 
 
@@ -240,7 +287,8 @@ def _load_rule(
     if not isinstance(stop, bool):
         problems.add(file, rnode.line_of("stop"), f"{where}: stop must be true or false")
         stop = False
-    if body is None or (title is None and "title" in rnode):
+    severity = _read_severity(rnode, where, allowed, problems)
+    if body is None or severity is None or (title is None and "title" in rnode):
         return None
     return Rule(
         name=name,
@@ -255,6 +303,7 @@ def _load_rule(
         body=body,
         format=fmt,
         stop=stop,
+        severity=severity,
     )
 
 

@@ -13,12 +13,15 @@ from typing import Any, Literal
 
 import jinja2
 
+from relayhook.errors import Problem
 from relayhook.ops.redact import Redactor
 from relayhook.receive.auth import Network, Verifier
+from relayhook.route.escape import Family
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "FORMATS",
+    "SEVERITIES",
     "AppriseDestination",
     "Check",
     "Concurrency",
@@ -33,6 +36,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "/etc/relayhook/relayhook.yaml"
 FORMATS = ("text", "markdown", "html")
+SEVERITIES = ("info", "success", "warning", "failure")  # apprise's notify types
 Format = Literal["text", "markdown", "html"]
 Expression = Callable[..., Any]
 
@@ -102,10 +106,14 @@ class AppriseDestination(_Sending):
 
     format: Format | None = None
     processes: int = 0  # worker processes to send from; 0 for threads
+    family: Family = Family.OTHER  # how the service treats text: what data is escaped for
 
     def shape(self, title: str, body: str, fmt: str, context: Mapping[str, Any]) -> tuple[str, str]:
         """The body to send and its format: apprise takes the rendered message as it is."""
         return body, fmt
+
+    def escaping(self) -> Family:
+        return self.family
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +125,18 @@ class WebhookDestination(_Sending):
     body: jinja2.Template | None = None  # None: a JSON object of the message's parts
     sign: str | None = None  # a Standard Webhooks secret: sign what we send
 
+    def escaping(self) -> Family:
+        return Family.OTHER  # the body template decides; its data is JSON, not chat text
+
     def shape(self, title: str, body: str, fmt: str, context: Mapping[str, Any]) -> tuple[str, str]:
         """The request body: the destination's template, or the message's parts as JSON."""
-        parts = {"title": title, "body": body, "format": fmt, "rule": context["rule"]}
+        parts = {
+            "title": title,
+            "body": body,
+            "format": fmt,
+            "rule": context["rule"],
+            "severity": context["severity"],
+        }
         if self.body is not None:
             return self.body.render({**context, **parts}), "json"
         whole = {**parts, "event_type": context["event_type"], "source": context["source"]}
@@ -162,6 +179,7 @@ class Rule:
     body: jinja2.Template
     format: str
     stop: bool
+    severity: jinja2.Template  # renders to one of SEVERITIES; most are a fixed word
 
     @property
     def where(self) -> str:
@@ -192,6 +210,7 @@ class Config:
     shutdown_timeout: float = 10.0  # how long SIGTERM waits for deliveries in flight
     retention: float | None = None  # finished work older than this is pruned; None: kept
     render_timeout: float = 2.0  # the time one rule may take to match and render an event
+    warnings: tuple[Problem, ...] = ()  # what check reports without refusing the config
 
     def summary(self) -> str:
         return (

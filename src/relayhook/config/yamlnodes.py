@@ -17,10 +17,18 @@ _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class Problems(list[Problem]):
-    """Collects every problem of one load, so a single run can report them all."""
+    """Collects every problem of one load, so a single run can report them all; and the
+    warnings, which do not stop a config from loading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[Problem] = []
 
     def add(self, file: str, line: int, message: str) -> None:
         self.append(Problem(file, line, message))
+
+    def warn(self, file: str, line: int, message: str) -> None:
+        self.warnings.append(Problem(file, line, message))
 
 
 class YMap(dict[Any, Any]):

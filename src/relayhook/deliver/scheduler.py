@@ -149,9 +149,7 @@ class Scheduler:
         else:
             policy = dest.retry
             try:
-                outcome = await sender.send(
-                    delivery.title, delivery.body, delivery.format, delivery.id
-                )
+                outcome = await sender.send(delivery)
             except Exception as e:
                 logger.exception("delivery %s: sender raised", delivery.id)
                 outcome = Outcome(False, f"{type(e).__name__}: {e}")

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from relayhook.config.settings import Destination, Rule
+from relayhook.config.settings import SEVERITIES, AppriseDestination, Destination, Rule
 from relayhook.errors import kind_of
 from relayhook.model import Event, Message
 from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.route.budget import RenderTimeout, budget
-from relayhook.route.templating import describe_error
+from relayhook.route.escape import Family, escaper_for
+from relayhook.route.templating import ESCAPE, describe_error
 
 __all__ = ["RuleOutcome", "context_of", "route"]
 
@@ -47,18 +48,41 @@ class RuleOutcome:
     error: str | None = None
 
 
+def _severity(rule: Rule, ctx: dict[str, Any]) -> str:
+    value = rule.severity.render(ctx).strip()
+    if value not in SEVERITIES:
+        raise ValueError(f"severity gave '{value}', not one of {', '.join(SEVERITIES)}")
+    return value
+
+
 def _render_for(
-    rule: Rule, dest: Destination | None, dest_name: str, ctx: dict[str, Any], index: int | None
+    rule: Rule,
+    dest: Destination | None,
+    dest_name: str,
+    ctx: dict[str, Any],
+    index: int | None,
 ) -> Message:
+    """One message: data escaped for this destination and format, then shaped by it."""
+    fmt = rule.format
+    family = dest.escaping() if dest is not None else Family.OTHER
+    sent_as = dest.format if isinstance(dest, AppriseDestination) else None
     try:
-        title = rule.title.render(ctx).strip() if rule.title is not None else ""
-        body = rule.body.render(ctx).strip()
-        fmt = rule.format
+        severity = _severity(rule, ctx)
+        title = (
+            rule.title.render(
+                {**ctx, ESCAPE: escaper_for(family, fmt, sent_as=sent_as, title=True)}
+            ).strip()
+            if rule.title is not None
+            else ""
+        )
+        body = rule.body.render({**ctx, ESCAPE: escaper_for(family, fmt, sent_as=sent_as)})
+        body = body.strip()
         if dest is not None:
-            body, fmt = dest.shape(title, body, fmt, {**ctx, "rule": rule.name})
+            context = {**ctx, "rule": rule.name, "severity": severity}
+            body, fmt = dest.shape(title, body, fmt, context)
     except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
         return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
-    return Message(rule.name, dest_name, index, title, body, fmt)
+    return Message(rule.name, dest_name, index, title, body, fmt, severity=severity)
 
 
 def _failed(rule: Rule, error: str) -> list[Message]:

@@ -14,20 +14,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 from relayhook.config.units import format_duration
 
 __all__ = [
     "CONTEXT_NAMES",
+    "ESCAPE",
     "Expression",
     "TemplateError",
     "compile_expression",
     "compile_template",
     "describe_error",
     "undeclared_names",
+    "uses_safe",
 ]
 
+# The context key under which the renderer hands message templates their escaper.
+ESCAPE = "__relayhook_escape"
 # Names every template sees; `item` is added for rules with for_each.
 CONTEXT_NAMES = frozenset({"event", "payload", "event_type", "source", "received_at", "headers"})
 # Bounds for operations a hostile or careless template could blow up with.
@@ -110,13 +116,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-def _environment(autoescape: bool) -> jinja2.Environment:
+@jinja2.pass_context
+def _escape_data(context: jinja2.runtime.Context, value: Any) -> Any:
+    """Every `{{ ... }}` of a message template passes here; the template's own text not.
+
+    The renderer puts the escaper for the message's format and destination in the
+    context (ESCAPE); a value marked safe (`| safe`) and an undefined one (an error to
+    come) pass as they are.
+    """
+    escape = context.get(ESCAPE)
+    if escape is None or isinstance(value, Markup | jinja2.Undefined):
+        return value
+    return escape(str(value))
+
+
+def _environment(autoescape: bool, messages: bool = True) -> jinja2.Environment:
     env = _Sandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=autoescape,
         keep_trailing_newline=False,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_escape_data if messages else None,
     )
     env.filters.update(
         isoparse=isoparse,
@@ -131,16 +152,27 @@ def _environment(autoescape: bool) -> jinja2.Environment:
 
 _TEXT = _environment(autoescape=False)
 _HTML = _environment(autoescape=True)
+_PLAIN = _environment(autoescape=False, messages=False)
 
 
-def compile_template(source: str, *, html: bool = False) -> jinja2.Template:
-    """Compile once at load; raises jinja2.TemplateSyntaxError with a line number."""
-    return (_HTML if html else _TEXT).from_string(source)
+def compile_template(source: str, *, html: bool = False, plain: bool = False) -> jinja2.Template:
+    """Compile once at load; raises jinja2.TemplateSyntaxError with a line number.
+
+    A message template escapes the data it interpolates for where the message goes
+    (route.escape; HTML by autoescape); a plain one (a webhook's JSON body, a severity)
+    leaves data as it is.
+    """
+    return (_PLAIN if plain else _HTML if html else _TEXT).from_string(source)
 
 
 def compile_expression(source: str) -> Expression:
     """Compile a `when` / `for_each` expression; raises jinja2.TemplateSyntaxError."""
-    return _TEXT.compile_expression(source, undefined_to_none=False)
+    return _PLAIN.compile_expression(source, undefined_to_none=False)
+
+
+def uses_safe(source: str) -> bool:
+    """Whether a template lets data through unescaped with `| safe`."""
+    return any(f.name == "safe" for f in _TEXT.parse(source).find_all(jinja2.nodes.Filter))
 
 
 def undeclared_names(source: str, *, expression: bool = False) -> set[str]:

@@ -18,11 +18,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apprise
+from apprise.decorators.base import CustomNotifyPlugin
 
 from relayhook.config.settings import AppriseDestination
-from relayhook.model import TIMEOUT, Outcome
+from relayhook.deliver.senders import console
+from relayhook.model import TIMEOUT, Delivery, Outcome
 
-__all__ = ["AppriseSender", "apprise_for", "body_format", "judge"]
+__all__ = ["AppriseSender", "apprise_for", "body_format", "judge", "notify_type"]
 
 # How much longer than our timeout apprise's socket may wait before its thread gives up.
 _GRACE = 1.0
@@ -34,7 +36,13 @@ def _with_params(url: str, **params: str) -> str:
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     for key, value in params.items():
         query.setdefault(key, value)
-    return urlunsplit(parts._replace(query=urlencode(query, safe="@,:/")))
+    # For apprise a '#' is part of the path (slack://T/B/C/#channel), not a fragment: it
+    # stays before the query, or the channel would be lost and read into the last param.
+    path = parts.path + (f"#{parts.fragment}" if parts.fragment else "")
+    rebuilt = urlunsplit(parts._replace(path="", query="", fragment=""))
+    if not parts.netloc and "://" in url:
+        rebuilt = rebuilt.replace(":", "://", 1)  # urlunsplit writes console:// as console:
+    return f"{rebuilt}{path}?{urlencode(query, safe='@,:/')}"
 
 
 def apprise_for(dest: AppriseDestination) -> tuple[apprise.Apprise, float]:
@@ -45,21 +53,30 @@ def apprise_for(dest: AppriseDestination) -> tuple[apprise.Apprise, float]:
     the thread soon after.
     """
     params = {"retry": "0", "cto": f"{dest.timeout:g}", "rto": f"{dest.timeout + _GRACE:g}"}
-    if dest.format:
-        params["format"] = dest.format
+    if dest.format and not dest.url.lower().startswith(f"{console.SCHEMA}:"):
+        params["format"] = dest.format  # the console converts everything to text
     asset = apprise.AppriseAsset(async_mode=False)
     plugin = apprise.Apprise.instantiate(_with_params(dest.url, **params), asset=asset)
     if plugin is None:
         raise ValueError(f"apprise cannot use the URL of destination '{dest.name}'")
     # Apprise paces each service (Slack 1.2 s, email 5.5 s) by sleeping inside the send,
     # where it would count against our timeout; the scheduler paces instead.
-    min_interval = (
-        dest.min_interval if dest.min_interval is not None else float(plugin.request_rate_per_sec)
-    )
+    # A plugin registered in this process (console://) talks to no service: no pacing.
+    own = isinstance(plugin, CustomNotifyPlugin)
+    pacing = 0.0 if own else float(plugin.request_rate_per_sec)
+    min_interval = dest.min_interval if dest.min_interval is not None else pacing
     plugin.request_rate_per_sec = 0
     notifier = apprise.Apprise(asset=asset)
     notifier.add(plugin)
     return notifier, min_interval
+
+
+def notify_type(severity: str) -> apprise.NotifyType:
+    """apprise's notify type for a severity (a stored one from an older version: info)."""
+    try:
+        return apprise.NotifyType(severity)
+    except ValueError:
+        return apprise.NotifyType.INFO
 
 
 def body_format(fmt: str) -> str:
@@ -89,9 +106,13 @@ class AppriseSender:
     def open(self) -> None:
         pass  # threads start on demand
 
-    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
+    async def send(self, delivery: Delivery) -> Outcome:
         call = partial(
-            self._apprise.notify, body=body or " ", title=title, body_format=body_format(fmt)
+            self._apprise.notify,
+            body=delivery.body or " ",
+            title=delivery.title,
+            body_format=body_format(delivery.format),
+            notify_type=notify_type(delivery.severity),
         )
         future = asyncio.get_running_loop().run_in_executor(self._pool, call)
         try:

@@ -23,9 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relayhook.config.settings import AppriseDestination
-from relayhook.deliver.senders.apprise import apprise_for, body_format
-from relayhook.deliver.senders.apprise_worker import WORKER_MODULE, describe, read_outcome
-from relayhook.model import TIMEOUT, Outcome
+from relayhook.deliver.senders.apprise import apprise_for
+from relayhook.deliver.senders.apprise_worker import (
+    WORKER_MODULE,
+    describe,
+    read_outcome,
+    write_job,
+)
+from relayhook.model import TIMEOUT, Delivery, Outcome
 
 __all__ = ["ProcessAppriseSender"]
 
@@ -68,8 +73,8 @@ class ProcessAppriseSender:
         """Start the workers now, so that the first notification does not wait for them."""
         self._dispatch(spawn=True)
 
-    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
-        line = json.dumps([delivery_id, title, body or " ", body_format(fmt)]).encode() + b"\n"
+    async def send(self, delivery: Delivery) -> Outcome:
+        line = write_job(delivery)
         job = _Job(line, asyncio.get_running_loop().create_future())
         self._waiting.append(job)
         self._dispatch()

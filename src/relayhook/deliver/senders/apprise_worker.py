@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from relayhook.config.settings import AppriseDestination, RetryPolicy
-from relayhook.deliver.senders.apprise import apprise_for, judge
-from relayhook.model import TIMEOUT, Outcome
+from relayhook.deliver.senders.apprise import apprise_for, body_format, judge, notify_type
+from relayhook.model import TIMEOUT, Delivery, Outcome
 
-__all__ = ["WORKER_MODULE", "describe", "main", "read_outcome", "write_outcome"]
+__all__ = ["WORKER_MODULE", "describe", "main", "read_outcome", "write_job", "write_outcome"]
 
 WORKER_MODULE = "relayhook.deliver.senders.apprise_worker"
 _ERROR_CHARS = 2000
@@ -29,6 +29,12 @@ _ERROR_CHARS = 2000
 def describe(dest: AppriseDestination) -> dict[str, Any]:
     """What a worker needs of the destination (the URL may hold secrets: sent by pipe)."""
     return {"name": dest.name, "url": dest.url, "timeout": dest.timeout, "format": dest.format}
+
+
+def write_job(delivery: Delivery) -> bytes:
+    """One send for a worker: what apprise's notify() takes."""
+    job = [delivery.id, delivery.title, delivery.body or " ", body_format(delivery.format)]
+    return json.dumps([*job, delivery.severity]).encode() + b"\n"
 
 
 def write_outcome(outcome: Outcome) -> bytes:
@@ -70,10 +76,13 @@ def main() -> None:
     out.write(b'"ready"\n')
     out.flush()
     for line in stdin:
-        _, title, body, fmt = json.loads(line)
+        _, title, body, fmt, severity = json.loads(line)
         started = time.monotonic()
         try:
-            outcome = judge(notifier.notify(body=body, title=title, body_format=fmt))
+            result = notifier.notify(
+                body=body, title=title, body_format=fmt, notify_type=notify_type(severity)
+            )
+            outcome = judge(result)
         except Exception as e:  # noqa: BLE001 - told to the parent, which logs it
             outcome = Outcome(False, f"{type(e).__name__}: {e}")
         if not outcome.ok and time.monotonic() - started >= dest.timeout:

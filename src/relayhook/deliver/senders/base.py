@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from relayhook.model import Outcome
+from relayhook.model import Delivery, Outcome
 
 __all__ = ["Sender"]
 
@@ -17,6 +17,6 @@ class Sender(Protocol):
     def open(self) -> None:
         """Start what must run before the first send (worker processes)."""
 
-    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome: ...
+    async def send(self, delivery: Delivery) -> Outcome: ...
 
     async def close(self) -> None: ...

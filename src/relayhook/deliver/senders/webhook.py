@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from relayhook.config.settings import WebhookDestination
-from relayhook.model import TIMEOUT, Outcome
+from relayhook.model import TIMEOUT, Delivery, Outcome
 from relayhook.receive.auth import standard_key
 
 __all__ = ["WebhookSender", "sign_standard_webhook"]
@@ -40,12 +40,13 @@ class WebhookSender:
             )
         return self._session
 
-    async def send(self, title: str, body: str, fmt: str, delivery_id: int) -> Outcome:
+    async def send(self, delivery: Delivery) -> Outcome:
         headers = {"Content-Type": "application/json", "User-Agent": "relayhook"}
         headers.update(self.dest.headers)
-        data = body.encode()
+        data = delivery.body.encode()
         if self.dest.sign is not None:
-            headers.update(sign_standard_webhook(self.dest.sign, f"relayhook-{delivery_id}", data))
+            message_id = f"relayhook-{delivery.id}"
+            headers.update(sign_standard_webhook(self.dest.sign, message_id, data))
         try:
             async with self._client().request(
                 self.dest.method,

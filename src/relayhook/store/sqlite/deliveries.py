@@ -20,7 +20,7 @@ __all__ = [
 _UNFINISHED = "('pending', 'retrying')"
 _DUE_SQL = (
     "SELECT d.id, d.event_id, d.destination, d.title, d.body, d.format, d.attempts,"
-    " e.received_at FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " e.received_at, d.severity FROM deliveries d JOIN events e ON e.id = d.event_id"
     " WHERE d.destination = ? AND d.state IN ('pending', 'retrying')"
     " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"
 )
@@ -123,9 +123,9 @@ def replay(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> list[tup
     for original in ids:
         cur = conn.execute(
             "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
-            " state, next_attempt_at, created_at, updated_at, replay_of)"
-            " SELECT event_id, rule, destination, item_index, title, body, format, 'pending',"
-            " ?, ?, ?, id"
+            " severity, state, next_attempt_at, created_at, updated_at, replay_of)"
+            " SELECT event_id, rule, destination, item_index, title, body, format, severity,"
+            " 'pending', ?, ?, ?, id"
             " FROM deliveries WHERE id = ? AND state IN ('delivered', 'dead')",
             (now, now, now, original),
         )

@@ -81,8 +81,8 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
         return False
     conn.executemany(
         "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
-        " state, next_attempt_at, created_at, updated_at, last_error)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " state, next_attempt_at, created_at, updated_at, last_error, severity)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 routing.event_id,
@@ -97,6 +97,7 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
                 now,
                 now,
                 m.error,
+                m.severity,
             )
             for m in routing.messages
         ],

@@ -87,6 +87,12 @@ def m003_incremental_vacuum(db: sqlite_utils.Database) -> None:
         db.execute("VACUUM")
 
 
+@migrations()
+def m004_severity(db: sqlite_utils.Database) -> None:
+    # info, success, warning or failure: the notify type the message is sent with.
+    db.execute("ALTER TABLE deliveries ADD COLUMN severity TEXT NOT NULL DEFAULT 'info'")
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
