@@ -429,7 +429,10 @@ def test_replay_cli(tmp_path: Path, sink: HTTPSink) -> None:
     listing = run_relayhook("deliveries", "--config", str(config))
     assert listing.stdout.splitlines()[1].split()[:3] == ["3", "delivered", "1"]
     bad = run_relayhook("replay", "99", "--config", str(config))
-    assert bad.returncode == 1 and "not replayed (unknown, or not delivered/dead): 99" in bad.stderr
+    assert (
+        bad.returncode == 1
+        and "not replayed (unknown, or not delivered/dead/silenced): 99" in bad.stderr
+    )
     usage = run_relayhook("replay", "--config", str(config))
     assert usage.returncode == 2
 

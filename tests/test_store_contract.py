@@ -29,6 +29,7 @@ from relayhook.model import (
     NewEvent,
     Routing,
 )
+from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import PruneResult, Store, StoreBusy
 from relayhook.store.open import open_store
 from relayhook.store.sqlite.store import SqliteStore
@@ -87,9 +88,19 @@ def message(
     rule: str = "r1",
     item_index: int | None = None,
     error: str | None = None,
+    item: Any = None,
+    silence_id: int | None = None,
 ) -> Message:
     return Message(
-        rule, destination, item_index, f"title {rule}", f"body {rule}", "markdown", error
+        rule,
+        destination,
+        item_index,
+        f"title {rule}",
+        f"body {rule}",
+        "markdown",
+        error,
+        item=item,
+        silence_id=silence_id,
     )
 
 
@@ -887,6 +898,387 @@ def test_get_unknown_is_none(store: Store) -> None:
         event_id, (d,) = await routed(store, "k", [message()])
         assert await store.get_event(event_id + 1000) is None
         assert await store.get_delivery(d + 1000) is None
+
+    run(go())
+
+
+# -- silences ----------------------------------------------------------------------------
+
+SHOP = Matcher("source", "=", "shop")
+NOT_PAGER = Matcher("destination", "!~", "pager|sms")
+ORDER_RE = Matcher("payload.order.id", "=~", r"65a7.*|x\d+")  # a regex, backslash and all
+QUOTED = Matcher("item.name", "!=", 'say "hé" ☃')  # quotes and unicode
+# str(Matcher) as list_silences gives it: the value JSON-quoted, unicode kept.
+SHOP_TEXT = 'source="shop"'
+NOT_PAGER_TEXT = 'destination!~"pager|sms"'
+ORDER_RE_TEXT = r'payload.order.id=~"65a7.*|x\\d+"'
+QUOTED_TEXT = 'item.name!="say \\"hé\\" ☃"'
+
+SILENCE_KEYS = (
+    "id", "matchers", "starts_at", "ends_at", "comment", "author", "created_at", "state", "held",
+)  # fmt: skip
+
+
+async def delivery_ids(store: Store, event_id: int) -> list[int]:
+    event = await store.get_event(event_id)
+    assert event is not None
+    return [d["id"] for d in event["deliveries"]]
+
+
+def test_add_silence_ids_increase_and_active_silences_are_those_in_force(store: Store) -> None:
+    async def go() -> None:
+        assert await store.active_silences(T0) == []
+        spans = [
+            ((SHOP,), T0, T0 + 100),
+            ((NOT_PAGER,), T0 + 20, T0 + 50),  # starts later
+            ((SHOP, NOT_PAGER), T0 - 100, T0 + 5),  # backdated; ends as the next one starts
+            ((ORDER_RE, QUOTED), T0 + 5, T0 + 200),
+        ]
+        ids = [
+            await store.add_silence(list(m), starts, ends, f"why {i}", f"who {i}", T0 + i)
+            for i, (m, starts, ends) in enumerate(spans)
+        ]
+        assert sorted(set(ids)) == ids  # increasing
+        s1, s2, s3, s4 = (
+            Silence(ids[i], m, starts, ends, f"why {i}", f"who {i}", T0 + i)
+            for i, (m, starts, ends) in enumerate(spans)
+        )
+
+        # In force: starts_at <= now < ends_at; oldest first; matchers as they were given.
+        assert await store.active_silences(T0 - 100.001) == []
+        assert await store.active_silences(T0 - 100) == [s3]
+        assert await store.active_silences(T0) == [s1, s3]
+        assert await store.active_silences(T0 + 5) == [s1, s4]
+        assert await store.active_silences(T0 + 19.999) == [s1, s4]
+        assert await store.active_silences(T0 + 20) == [s1, s2, s4]
+        assert await store.active_silences(T0 + 50) == [s1, s4]
+        assert await store.active_silences(T0 + 100) == [s4]
+        assert await store.active_silences(T0 + 200) == []
+        (got,) = [s for s in await store.active_silences(T0 + 10) if s.id == s4.id]
+        assert got.matchers == (
+            Matcher("payload.order.id", "=~", "65a7.*|x\\d+"),
+            Matcher("item.name", "!=", 'say "hé" ☃'),
+        )
+
+    run(go())
+
+
+def test_list_silences_newest_first_with_state_matchers_and_held(store: Store) -> None:
+    async def go() -> None:
+        assert await store.list_silences(T0) == []
+        ended = await store.add_silence([SHOP], T0 - 100, T0 - 10, "old", "ann", T0 - 100)
+        active = await store.add_silence(
+            [ORDER_RE, QUOTED], T0 - 5, T0 + 100, "deploy", "bob", T0 - 5
+        )
+        pending = await store.add_silence([NOT_PAGER], T0 + 50, T0 + 80, "window", "cy", T0 - 1)
+
+        # Held: two messages muted when routed and one muted later, all by `active`; one by
+        # `ended` while it was in force; none by `pending`. The rest are not held.
+        await routed(store, "old", [message("sms", silence_id=ended)], at=T0 - 50)
+        _, (_, _, _, late) = await routed(
+            store,
+            "k",
+            [
+                message("slack", silence_id=active),
+                message("pager", silence_id=active),
+                message("slack"),
+                message("email"),
+            ],
+        )
+        assert await store.mute([(late, active)], T0 + 1) == [late]
+
+        rows = await store.list_silences(T0 + 10)
+        assert [pick(r, *SILENCE_KEYS) for r in rows] == [
+            dict(
+                id=pending, matchers=[NOT_PAGER_TEXT], starts_at=T0 + 50, ends_at=T0 + 80,
+                comment="window", author="cy", created_at=T0 - 1, state="pending", held=0,
+            ),
+            dict(
+                id=active, matchers=[ORDER_RE_TEXT, QUOTED_TEXT], starts_at=T0 - 5,
+                ends_at=T0 + 100, comment="deploy", author="bob", created_at=T0 - 5,
+                state="active", held=3,
+            ),
+        ]  # fmt: skip
+        rows = await store.list_silences(T0 + 10, include_ended=True)
+        assert [r["id"] for r in rows] == [pending, active, ended]
+        assert pick(rows[2], *SILENCE_KEYS) == dict(
+            id=ended, matchers=[SHOP_TEXT], starts_at=T0 - 100, ends_at=T0 - 10, comment="old",
+            author="ann", created_at=T0 - 100, state="ended", held=1,
+        )  # fmt: skip
+
+        async def states(now: float, include_ended: bool = False) -> list[tuple[int, str]]:
+            return [(r["id"], r["state"]) for r in await store.list_silences(now, include_ended)]
+
+        # The state follows now: pending until starts_at, ended from ends_at.
+        assert await states(T0 - 200) == [
+            (pending, "pending"), (active, "pending"), (ended, "pending"),
+        ]  # fmt: skip
+        assert await states(T0 + 50) == [(pending, "active"), (active, "active")]
+        assert await states(T0 + 80) == [(active, "active")]
+        assert await states(T0 + 80, include_ended=True) == [
+            (pending, "ended"), (active, "active"), (ended, "ended"),
+        ]  # fmt: skip
+        assert await states(T0 + 100) == []
+
+    run(go())
+
+
+def test_expire_silence_ends_it_now(store: Store) -> None:
+    async def go() -> None:
+        silence = await store.add_silence([SHOP], T0, T0 + 100, "deploy", "bob", T0)
+        other = await store.add_silence([NOT_PAGER], T0, T0 + 100, "other", "bob", T0)
+        over = await store.add_silence([SHOP], T0 - 50, T0 - 10, "over", "bob", T0 - 50)
+        _, (held,) = await routed(store, "k", [message(silence_id=silence)], at=T0 + 1)
+
+        assert await store.expire_silence(silence, T0 + 10) is True
+        assert await store.expire_silence(silence, T0 + 11) is False  # ended already
+        assert await store.expire_silence(over, T0 + 10) is False  # ended by itself
+        assert await store.expire_silence(other + 1000, T0 + 10) is False  # unknown
+        assert [s.id for s in await store.active_silences(T0 + 10)] == [other]
+        assert [r["id"] for r in await store.list_silences(T0 + 10)] == [other]
+        rows = {r["id"]: r for r in await store.list_silences(T0 + 10, include_ended=True)}
+        assert pick(rows[silence], "starts_at", "ends_at", "state", "held", "comment") == dict(
+            starts_at=T0, ends_at=T0 + 10, state="ended", held=1, comment="deploy"
+        )
+        assert pick(rows[over], "ends_at", "state") == dict(ends_at=T0 - 10, state="ended")
+        assert pick(rows[other], "ends_at", "state") == dict(ends_at=T0 + 100, state="active")
+
+        # Ending a silence sends nothing: what it held stays silenced, and held.
+        row = await store.get_delivery(held)
+        assert pick(row or {}, "state", "silence_id") == dict(state="silenced", silence_id=silence)
+        assert await store.claim_due({"slack": 5}, set(), T0 + 10**6) == ([], None)
+
+        # At its ends_at a silence has ended already.
+        assert await store.expire_silence(other, T0 + 100) is False
+        assert [r["ends_at"] for r in await store.list_silences(T0, include_ended=True)] == [
+            T0 - 10, T0 + 100, T0 + 10,
+        ]  # fmt: skip
+
+    run(go())
+
+
+def test_expire_silence_before_it_starts(store: Store) -> None:
+    async def go() -> None:
+        silence = await store.add_silence([SHOP], T0 + 50, T0 + 100, "later", "bob", T0)
+        assert await store.expire_silence(silence, T0 + 10) is True
+        assert await store.active_silences(T0 + 50) == []
+        assert await store.list_silences(T0 + 10) == []
+        (row,) = await store.list_silences(T0 + 10, include_ended=True)
+        assert pick(row, "starts_at", "ends_at") == dict(starts_at=T0 + 50, ends_at=T0 + 10)
+        # Expired, so ended. FAILS on SQLite at the time of writing: state is "pending",
+        # because list_silences calls anything with now < starts_at pending, even with
+        # ends_at <= now (and list_silences(now) without include_ended leaves it out as ended).
+        assert row["state"] == "ended"
+
+    run(go())
+
+
+def test_save_routings_keeps_a_silenced_message_silenced(store: Store) -> None:
+    async def go() -> None:
+        silence = await store.add_silence([SHOP], T0, T0 + 100, "deploy", "bob", T0)
+        event_id, (sent, held, held_item, failed) = await routed(
+            store,
+            "k",
+            [
+                message("slack", rule="r1"),
+                message("slack", rule="r2", silence_id=silence),
+                message("pager", rule="r2", item_index=0, item={"sku": "a"}, silence_id=silence),
+                message("pager", rule="r3", error="bad template"),
+            ],
+            at=T0 + 1,
+        )
+        event = await store.get_event(event_id)
+        assert event is not None
+        assert event["state"] == "routed"
+        assert [d["state"] for d in event["deliveries"]] == [
+            "pending", "silenced", "silenced", "failed",
+        ]  # fmt: skip
+        for d in (held, held_item):
+            row = await store.get_delivery(d)
+            assert row is not None
+            assert pick(
+                row, "state", "silence_id", "next_attempt_at", "attempts", "last_error",
+                "created_at", "updated_at", "replay_of",
+            ) == dict(
+                state="silenced", silence_id=silence, next_attempt_at=None, attempts=0,
+                last_error=None, created_at=T0 + 1, updated_at=T0 + 1, replay_of=None,
+            )  # fmt: skip
+        for d in (sent, failed):
+            assert (await store.get_delivery(d) or {})["silence_id"] is None
+
+        # Never due, never waiting, not in the queue.
+        claimed, next_due = await store.claim_due({"slack": 10, "pager": 10}, set(), T0 + 10**6)
+        assert (ids_of(claimed), next_due) == ([sent], T0 + 1)
+        assert await store.waiting_by_destination() == {"slack": 1}
+        assert nonzero((await store.queue_stats(T0 + 1)).depth) == {"pending": 1}
+        assert [r["id"] for r in await store.list_deliveries(state="silenced")] == [
+            held_item,
+            held,
+        ]
+        assert [r["held"] for r in await store.list_silences(T0 + 1)] == [2]
+
+    run(go())
+
+
+def test_silence_facts_what_matchers_read(store: Store) -> None:
+    async def go() -> None:
+        payload = {"order": {"id": "65a7x", "total": 12.5}, "tags": ["a", "ü"]}
+        item = {"name": 'say "hé" ☃', "n": [1, 2]}
+        billing, _ = await store.add_event(
+            new_event(
+                "k1",
+                source="billing",
+                event_type="invoice.failed",
+                body={"payload": payload, "other": 1},
+            )
+        )
+        silence = await store.add_silence([SHOP], T0, T0 + 100, "deploy", "bob", T0)
+        routing = Routing(
+            billing,
+            (
+                message("slack", rule="r2", item_index=0, item=item),
+                message("pager", rule="r3"),
+                message("email", rule="r4", item_index=1, item=0),  # a falsy item is an item
+                message("sms", rule="r5", item_index=2, item="text", silence_id=silence),
+            ),
+        )
+        assert await store.save_routings([routing], T0) == [True]
+        with_item, without, zero, silenced = await delivery_ids(store, billing)
+        # Bodies with no `payload`: an object without the key, and a list.
+        _, (plain,) = await routed(store, "k2", [message()])
+        listy, _ = await store.add_event(new_event("k3", body=["not", "an", "object"]))
+        assert await store.save_routings([Routing(listy, (message(rule="r6"),))], T0) == [True]
+        (from_list,) = await delivery_ids(store, listy)
+
+        unknown = from_list + 1000
+        facts = await store.silence_facts([with_item, unknown, without, zero, silenced, plain])
+        assert facts == {
+            with_item: SilenceFacts("billing", "invoice.failed", "r2", "slack", payload, item),
+            without: SilenceFacts("billing", "invoice.failed", "r3", "pager", payload, None),
+            zero: SilenceFacts("billing", "invoice.failed", "r4", "email", payload, 0),
+            silenced: SilenceFacts("billing", "invoice.failed", "r5", "sms", payload, "text"),
+            plain: SilenceFacts("shop", "order.paid", "r1", "slack", None, None),
+        }
+        assert await store.silence_facts([from_list]) == {
+            from_list: SilenceFacts("shop", "order.paid", "r6", "slack", None, None)
+        }
+        assert await store.silence_facts([]) == {}
+        assert await store.silence_facts([unknown]) == {}
+
+    run(go())
+
+
+def test_mute_silences_unfinished_work_only(store: Store) -> None:
+    async def go() -> None:
+        first = await store.add_silence([SHOP], T0, T0 + 100, "a", "bob", T0)
+        second = await store.add_silence([NOT_PAGER], T0, T0 + 100, "b", "bob", T0)
+        _, (pending, retrying, delivered, dead, failed, held) = await routed(
+            store,
+            "k",
+            [
+                message("a"),
+                message("b"),
+                message("c"),
+                message("d"),
+                message("e", error="bad template"),
+                message("f", silence_id=first),
+            ],
+        )
+        await store.record_attempts(
+            [
+                attempt(retrying, 1, RETRYING, T0 + 1, next_at=T0 + 60, error="HTTP 503"),
+                attempt(delivered, 1, DELIVERED, T0 + 1, outcome="delivered"),
+                attempt(dead, 1, DEAD, T0 + 1, error="HTTP 410"),
+            ]
+        )
+        wants = {d: 5 for d in "abcdef"}
+        claimed, _ = await store.claim_due(wants, set(), T0 + 60)
+        assert sorted(ids_of(claimed)) == sorted([pending, retrying])
+        before = {d: await store.get_delivery(d) for d in (delivered, dead, failed, held)}
+
+        unknown = held + 1000
+        asked = [pending, retrying, delivered, dead, failed, held, unknown]
+        muted = await store.mute([(d, second) for d in asked], T0 + 20)
+        assert sorted(muted) == sorted([pending, retrying])
+        for d, attempts in ((pending, 0), (retrying, 1)):
+            row = await store.get_delivery(d)
+            assert row is not None
+            assert pick(
+                row, "state", "silence_id", "next_attempt_at", "updated_at", "attempts"
+            ) == dict(
+                state="silenced",
+                silence_id=second,
+                next_attempt_at=None,
+                updated_at=T0 + 20,
+                attempts=attempts,
+            )
+        # Finished ones (and one silenced already, by another silence) are left exactly alone.
+        assert {d: await store.get_delivery(d) for d in before} == before
+
+        assert await store.claim_due(wants, set(), T0 + 10**6) == ([], None)
+        assert await store.waiting_by_destination() == {}
+        assert nonzero((await store.queue_stats(T0 + 20)).depth) == {}
+        assert await store.mute([(d, second) for d in asked], T0 + 21) == []
+        assert await store.mute([], T0 + 21) == []
+        held_by = {r["id"]: r["held"] for r in await store.list_silences(T0 + 21)}
+        assert held_by == {first: 1, second: 2}
+
+    run(go())
+
+
+def test_replay_a_silenced_delivery_sends_a_copy_with_its_item(store: Store) -> None:
+    async def go() -> None:
+        silence = await store.add_silence([SHOP], T0, T0 + 100, "deploy", "bob", T0)
+        payload = {"order": {"id": "65a7"}}
+        event_id, _ = await store.add_event(new_event("k", body={"payload": payload}))
+        item = {"sku": "ü-1", "qty": 2}
+        routing = Routing(
+            event_id,
+            (
+                message("slack", rule="r1", item_index=0, item=item, silence_id=silence),
+                message("slack", rule="r2", silence_id=silence),
+                message("pager", rule="r3", item_index=1, item=["x", None]),
+            ),
+        )
+        assert await store.save_routings([routing], T0) == [True]
+        at_routing, no_item, to_mute = await delivery_ids(store, event_id)
+        assert await store.mute([(to_mute, silence)], T0 + 5) == [to_mute]
+
+        now = T0 + 30
+        made = await store.replay([at_routing, no_item, to_mute], now)
+        assert [original for original, _ in made] == [at_routing, no_item, to_mute]
+        copies = [new for _, new in made]
+        assert len({*copies, at_routing, no_item, to_mute}) == 6
+
+        keys = ("event_id", "rule", "destination", "item_index", "title", "body", "format")
+        for original, new in made:
+            old_row, new_row = await store.get_delivery(original), await store.get_delivery(new)
+            assert old_row is not None
+            assert new_row is not None
+            assert pick(new_row, *keys) == pick(old_row, *keys)
+            assert pick(
+                new_row, "state", "silence_id", "replay_of", "attempts", "next_attempt_at",
+                "created_at", "attempts_log",
+            ) == dict(
+                state="pending", silence_id=None, replay_of=original, attempts=0,
+                next_attempt_at=now, created_at=now, attempts_log=[],
+            )  # fmt: skip
+            # The original stays silenced, by its silence.
+            assert pick(old_row, "state", "silence_id") == dict(
+                state="silenced", silence_id=silence
+            )
+
+        # The copies keep the item, so a silence is checked against the same facts again.
+        assert await store.silence_facts(copies) == {
+            copies[0]: SilenceFacts("shop", "order.paid", "r1", "slack", payload, item),
+            copies[1]: SilenceFacts("shop", "order.paid", "r2", "slack", payload, None),
+            copies[2]: SilenceFacts("shop", "order.paid", "r3", "pager", payload, ["x", None]),
+        }
+        claimed, _ = await store.claim_due({"slack": 5, "pager": 5}, set(), now)
+        assert sorted(ids_of(claimed)) == sorted(copies)
+        assert await store.waiting_by_destination() == {"slack": 2, "pager": 1}
+        # A copy is not held: the silence still counts the three it muted.
+        assert [r["held"] for r in await store.list_silences(now)] == [3]
 
     run(go())
 

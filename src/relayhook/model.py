@@ -35,6 +35,7 @@ class DeliveryState(StrEnum):
     DELIVERED = "delivered"
     DEAD = "dead"  # out of tries, or refused in a way no retry can fix
     FAILED = "failed"  # never rendered: nothing to send
+    SILENCED = "silenced"  # muted by a silence; sent only if replayed
 
     @property
     def finished(self) -> bool:
@@ -79,6 +80,8 @@ class Message:
     format: str
     error: str | None = None
     severity: str = "info"  # info, success, warning, failure: apprise's notify type
+    item: Any = None  # the for_each item it was made from
+    silence_id: int | None = None  # the silence that muted it
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from relayhook.deliver.runtime import Runtime
 from relayhook.deliver.scheduler import Scheduler
 from relayhook.model import Event, NewEvent
 from relayhook.ops.metrics import Metrics
+from relayhook.route.noise import Silences
 from relayhook.route.stage import RouteStage
 from relayhook.store.base import Store, StoreError
 
@@ -44,9 +45,17 @@ class Pipeline:
         self.runtime = runtime
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.scheduler = Scheduler(store, lambda: self.runtime, self.metrics, clock)
+        self.silences = Silences(store, self.metrics, clock)
+        self.scheduler = Scheduler(
+            store, lambda: self.runtime, self.metrics, clock, silences=self.silences
+        )
         self.router = RouteStage(
-            store, lambda: self.runtime.config, self.metrics, self.scheduler.wake, clock
+            store,
+            lambda: self.runtime.config,
+            self.metrics,
+            self.scheduler.wake,
+            self.silences,
+            clock,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()

@@ -71,10 +71,15 @@ def _database(config_path: str) -> tuple[str, Redactor]:
     return config.database, config.redactor
 
 
-def with_log(config_path: str, work: Callable[[Store], Awaitable[T]]) -> tuple[T, Redactor]:
-    """Run work against the log beside a running daemon; its result and the redactor."""
+def with_log(
+    config_path: str, work: Callable[[Store], Awaitable[T]], create: bool = False
+) -> tuple[T, Redactor]:
+    """Run work against the log beside a running daemon; its result and the redactor.
+
+    With create, a database that does not exist yet is made (a silence may come first).
+    """
     path, redactor = _database(config_path)
-    if not os.path.exists(path):
+    if not create and not os.path.exists(path):
         fail(f"{path}: no database yet (relayhook serve creates it)")
 
     async def run() -> T:

@@ -154,7 +154,8 @@ def replay(delivery_ids: tuple[int, ...], dead: bool, since: str | None, config_
         click.echo(f"delivery {original} queued again as {new}")
     skipped = sorted(set(delivery_ids) - {o for o, _ in made})
     if skipped:
-        fail(f"not replayed (unknown, or not delivered/dead): {', '.join(map(str, skipped))}")
+        listed = ", ".join(map(str, skipped))
+        fail(f"not replayed (unknown, or not delivered/dead/silenced): {listed}")
     if not made:
         click.echo("nothing to replay")
 

@@ -21,6 +21,7 @@ from relayhook.deliver.retry import decide
 from relayhook.deliver.runtime import Runtime
 from relayhook.model import Attempt, Decision, Delivery, DeliveryState, Outcome
 from relayhook.ops.metrics import Metrics
+from relayhook.route.noise import Silences
 from relayhook.store.base import Store
 
 __all__ = ["Scheduler"]
@@ -39,8 +40,10 @@ class Scheduler:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        silences: Silences | None = None,
     ) -> None:
         self.store = store
+        self._silences = silences
         self._runtime = runtime
         self.metrics = metrics
         self.clock = clock
@@ -88,6 +91,8 @@ class Scheduler:
         runtime = self._runtime()
         wants, paced_until = self._wants(runtime)
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
+        if claimed and self._silences is not None:
+            claimed = await self._unmuted(claimed)
         spare = runtime.config.concurrency.total - len(self._attempts)
         for delivery in _fair_share(claimed, spare):
             self._start(runtime, delivery)
@@ -101,6 +106,25 @@ class Scheduler:
         if paced_until is not None:
             delay = min(delay, max(0.0, paced_until - self.monotonic()))
         return delay
+
+    async def _unmuted(self, claimed: list[Delivery]) -> list[Delivery]:
+        """The claimed deliveries no silence mutes now; the others are marked silenced."""
+        assert self._silences is not None
+        muting = await self._silences.muting([d.id for d in claimed])
+        if not muting:
+            return claimed
+        done = set(await self.store.mute(list(muting.items()), self.clock()))
+        for delivery in claimed:
+            if delivery.id in done:
+                self.metrics.suppressed.labels(delivery.destination, "silenced").inc()
+                logger.info(
+                    "delivery %s to %s: silenced by silence %s",
+                    delivery.id,
+                    delivery.destination,
+                    muting[delivery.id],
+                    extra={"delivery_id": delivery.id, "destination": delivery.destination},
+                )
+        return [d for d in claimed if d.id not in muting]
 
     async def run(self) -> None:
         while True:

@@ -60,6 +60,12 @@ class Metrics:
             ["destination", "outcome"],
             registry=r,
         )
+        self.suppressed = Counter(
+            "relayhook_notifications_suppressed",
+            "Messages held back instead of sent, by destination and reason (silenced).",
+            ["destination", "reason"],
+            registry=r,
+        )
         self.latency = Histogram(
             "relayhook_notification_latency_seconds",
             "From receiving an event to delivering it.",

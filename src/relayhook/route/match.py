@@ -82,7 +82,9 @@ def _render_for(
             body, fmt = dest.shape(title, body, fmt, context)
     except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
         return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
-    return Message(rule.name, dest_name, index, title, body, fmt, severity=severity)
+    return Message(
+        rule.name, dest_name, index, title, body, fmt, severity=severity, item=ctx.get("item")
+    )
 
 
 def _failed(rule: Rule, error: str) -> list[Message]:

@@ -22,6 +22,7 @@ from relayhook.config.settings import Config
 from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
 from relayhook.route.match import route
+from relayhook.route.noise import Silences
 from relayhook.store.base import Store, StoreError
 
 __all__ = ["RouteStage", "route_event"]
@@ -80,9 +81,11 @@ class RouteStage:
         config: Callable[[], Config],
         metrics: Metrics,
         routed: Callable[[], None],
+        silences: Silences,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self._silences = silences
         self._config = config
         self.metrics = metrics
         self._routed = routed  # told when new deliveries may be waiting
@@ -169,8 +172,9 @@ class RouteStage:
                 routings += await asyncio.get_running_loop().run_in_executor(
                     self._pool, self._route_all, config, rendering
                 )
-            # The noise stages (silence → throttle → group → quiet hours) belong here:
-            # between what the rules made and the deliveries that get stored and sent.
+            # The noise stages, between what the rules made and what gets stored and sent:
+            # silences now; throttle → group → quiet hours will follow them here.
+            routings = await self._silences.apply({e.id: e for e in batch}, routings)
             saved = await self.store.save_routings(routings, self.clock())
             self._count(routings, saved)
             self._routed()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = ["PruneResult", "QueueStats", "Store", "StoreBusy", "StoreError"]
 
@@ -87,10 +88,39 @@ class Store(Protocol):
     # -- replay ------------------------------------------------------------------------
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-        """A new pending copy of each delivered or dead delivery: [(original, new)]."""
+        """A new pending copy of each delivered, dead or silenced delivery: [(original,
+        new)]."""
 
     async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
         """replay() of every delivery that went dead at or after since."""
+
+    # -- silences ----------------------------------------------------------------------
+
+    async def add_silence(
+        self,
+        matchers: Sequence[Matcher],
+        starts_at: float,
+        ends_at: float,
+        comment: str,
+        author: str,
+        now: float,
+    ) -> int:
+        """Keep a new silence; its id."""
+
+    async def active_silences(self, now: float) -> list[Silence]:
+        """Silences in force at now, oldest first."""
+
+    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
+        """Silences not ended (or all), newest first, each with `held`: messages it muted."""
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence now; False when unknown or ended already. Sends nothing."""
+
+    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
+        """What matchers read of each of these deliveries (payload, item, rule, ...)."""
+
+    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
+        """Mark unfinished deliveries silenced, each by its silence: the ids it changed."""
 
     # -- reads for the CLI and the API --------------------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
@@ -21,6 +21,7 @@ from litestar.params import Parameter
 from relayhook.config import units
 from relayhook.config.settings import Config
 from relayhook.receive.auth import bearer_token
+from relayhook.route.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
 
 __all__ = ["Control", "admin_router"]
@@ -109,7 +110,8 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
         made = await store.replay([delivery_id], time.time())
         if not made:
             return reply(
-                {"error": f"delivery {delivery_id} is unknown, or not delivered/dead"}, 409
+                {"error": f"delivery {delivery_id} is unknown, or not delivered/dead/silenced"},
+                409,
             )
         return reply({"replayed": [{"original": o, "new": n} for o, n in made]}, 201)
 
@@ -137,6 +139,32 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
         else:
             made = await store.replay_dead(cutoff or 0.0, time.time())
         return reply({"replayed": [{"original": o, "new": n} for o, n in made]})
+
+    @get("/silences")
+    async def silences(all_: Annotated[bool, Parameter(query="all")] = False) -> Response[bytes]:
+        return reply(await store.list_silences(time.time(), all_))
+
+    @post("/silences")
+    async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unreadable body is the client's error
+            body = None
+        if not isinstance(body, dict):
+            return reply({"error": 'send {"matchers": ["field=value"], "for": "2h"}'}, 400)
+        now = time.time()
+        try:
+            spec = _silence_spec(body, now)
+        except ValueError as e:
+            return reply({"error": str(e)}, 400)
+        silence_id = await store.add_silence(*spec, now)
+        return reply({"id": silence_id}, 201)
+
+    @delete("/silences/{silence_id:int}", status_code=200)
+    async def expire_silence(silence_id: int) -> Response[bytes]:
+        if await store.expire_silence(silence_id, time.time()):
+            return reply({"expired": silence_id})
+        return reply({"error": f"no silence {silence_id} in force"}, 404)
 
     @post("/reload")
     async def reload() -> Response[bytes]:
@@ -169,6 +197,34 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
             replay_many,
             reload,
             status,
+            silences,
+            add_silence,
+            expire_silence,
         ],
         guards=[guard],
     )
+
+
+def _silence_spec(body: dict[str, Any], now: float) -> tuple[list[Matcher], float, float, str, str]:
+    """(matchers, starts_at, ends_at, comment, author) from a POST body; ValueError why not."""
+    texts = body.get("matchers")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError('matchers must be a non-empty list of strings such as "rule=meter-data"')
+    matchers = [parse_matcher(text) for text in texts]
+    duration, until = body.get("for"), body.get("until")
+    if (duration is None) == (until is None):
+        raise ValueError(
+            'give "for" (a duration such as 2h) or "until" (a Unix time): a silence must end'
+        )
+    if duration is not None:
+        ends_at = now + units.parse_duration(duration)
+    elif isinstance(until, int | float) and not isinstance(until, bool):
+        ends_at = float(until)
+    else:
+        raise ValueError('"until" must be a Unix time in seconds')
+    if ends_at <= now:
+        raise ValueError("the silence would end before it starts")
+    comment, author = body.get("comment", ""), body.get("author", "api")
+    if not isinstance(comment, str) or not isinstance(author, str):
+        raise ValueError("comment and author must be strings")
+    return matchers, now, ends_at, comment, author

@@ -118,15 +118,16 @@ def recover(conn: sqlite3.Connection, now: float) -> int:
 
 
 def replay(conn: sqlite3.Connection, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-    """New pending deliveries copied from finished ones: [(original id, new id)]."""
+    """New pending deliveries copied from delivered, dead or silenced ones:
+    [(original id, new id)]."""
     made = []
     for original in ids:
         cur = conn.execute(
             "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
-            " severity, state, next_attempt_at, created_at, updated_at, replay_of)"
+            " severity, item, state, next_attempt_at, created_at, updated_at, replay_of)"
             " SELECT event_id, rule, destination, item_index, title, body, format, severity,"
-            " 'pending', ?, ?, ?, id"
-            " FROM deliveries WHERE id = ? AND state IN ('delivered', 'dead')",
+            " item, 'pending', ?, ?, ?, id"
+            " FROM deliveries WHERE id = ? AND state IN ('delivered', 'dead', 'silenced')",
             (now, now, now, original),
         )
         if cur.rowcount == 1:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from relayhook.model import DeliveryState, Event, Routing
+from relayhook.model import DeliveryState, Event, Message, Routing
 
 __all__ = ["events_to_route", "insert_events", "save_routings"]
 
@@ -18,6 +18,7 @@ _INSERT_EVENTS = (
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING"
 )
 _decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
 
 def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[int, bool]]:
@@ -81,8 +82,8 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
         return False
     conn.executemany(
         "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
-        " state, next_attempt_at, created_at, updated_at, last_error, severity)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
+        " item) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 routing.event_id,
@@ -92,17 +93,27 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
                 m.title,
                 m.body,
                 m.format,
-                DeliveryState.FAILED if m.error else DeliveryState.PENDING,
-                None if m.error else now,
+                state,
+                now if state is DeliveryState.PENDING else None,
                 now,
                 now,
                 m.error,
                 m.severity,
+                m.silence_id,
+                None if m.item is None else _encode(m.item).decode(),
             )
-            for m in routing.messages
+            for m, state in ((m, _state_of(m)) for m in routing.messages)
         ],
     )
     return True
+
+
+def _state_of(message: Message) -> DeliveryState:
+    if message.error:
+        return DeliveryState.FAILED
+    if message.silence_id is not None:
+        return DeliveryState.SILENCED
+    return DeliveryState.PENDING
 
 
 def save_routings(conn: sqlite3.Connection, routings: Sequence[Routing], now: float) -> list[bool]:

@@ -93,6 +93,28 @@ def m004_severity(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN severity TEXT NOT NULL DEFAULT 'info'")
 
 
+@migrations()
+def m005_silences(db: sqlite_utils.Database) -> None:
+    for statement in (
+        """CREATE TABLE silences (
+            id INTEGER PRIMARY KEY,
+            matchers TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL NOT NULL,
+            comment TEXT NOT NULL,
+            author TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX silences_ends ON silences (ends_at)",
+        # The silence that muted a delivery, and the for_each item it was made from (what
+        # item.<path> matchers read when a delivery is checked again before an attempt).
+        "ALTER TABLE deliveries ADD COLUMN silence_id INTEGER REFERENCES silences (id)",
+        "ALTER TABLE deliveries ADD COLUMN item TEXT",
+        "CREATE INDEX deliveries_silence ON deliveries (silence_id) WHERE silence_id IS NOT NULL",
+    ):
+        db.execute(statement)
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -14,8 +14,9 @@ from typing import Any
 import msgspec
 
 from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import PruneResult, QueueStats
-from relayhook.store.sqlite import deliveries, events, reads
+from relayhook.store.sqlite import deliveries, events, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
 from relayhook.store.sqlite.schema import connect, migrate, shrink
@@ -78,6 +79,43 @@ class SqliteStore:
             return deliveries.replay(conn, deliveries.dead_since(conn, since), now)
 
         return await self._writer.run(run)
+
+    async def add_silence(
+        self,
+        matchers: Sequence[Matcher],
+        starts_at: float,
+        ends_at: float,
+        comment: str,
+        author: str,
+        now: float,
+    ) -> int:
+        chosen = tuple(matchers)
+        return await self._writer.run(
+            lambda conn: silences.add_silence(
+                conn, chosen, starts_at, ends_at, comment, author, now
+            )
+        )
+
+    async def active_silences(self, now: float) -> list[Silence]:
+        return await self._writer.run(partial(silences.active_silences, now=now))
+
+    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
+        return await self._writer.run(
+            partial(silences.list_silences, now=now, include_ended=include_ended)
+        )
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        return await self._writer.run(
+            partial(silences.expire_silence, silence_id=silence_id, now=now)
+        )
+
+    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
+        chosen = list(ids)
+        return await self._writer.run(partial(silences.silence_facts, ids=chosen))
+
+    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
+        chosen = list(muted)
+        return await self._writer.run(partial(silences.mute, muted=chosen, now=now))
 
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100

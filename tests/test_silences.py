@@ -1,0 +1,166 @@
+"""Silences against a real daemon, sink and database: muted, then flowing again."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import run_relayhook
+from support import HTTPSink, db_rows, running, wait_for
+from test_daemon import make_config
+
+ADMIN = "silence-admin-token-0123456789"
+
+
+def meter_event(n: int, meters: list[str]) -> dict[str, Any]:
+    return {
+        "event_id": "meter_data.received",
+        "delivery_id": f"m-{n}",
+        "payload": [{"meter_id": m, "start_interval": f"t{n}"} for m in meters],
+    }
+
+
+def silences_config(tmp_path: Path, sink: HTTPSink) -> Path:
+    return make_config(
+        tmp_path,
+        {"hook": {"webhook": f"http://127.0.0.1:{sink.port}/m"}},
+        {
+            "meter.yaml": {
+                "event": "meter_data.received",
+                "rules": [
+                    {
+                        "name": "meter-data",
+                        "for_each": "payload",
+                        "to": ["hook"],
+                        "title": "{{ item.meter_id }} {{ item.start_interval }}",
+                        "body": "x",
+                    }
+                ],
+            }
+        },
+        retry="{attempts: 100, first_delay: 100ms, max_delay: 300ms}",
+        extra=f"admin_token: {ADMIN}\n",
+    )
+
+
+def titles(sink: HTTPSink) -> list[str]:
+    return sorted(r.json()["title"] for r in sink.at("/m"))
+
+
+def cli(config: Path, *args: str) -> Any:
+    return run_relayhook("silence", *args, "--config", str(config))
+
+
+def test_a_silence_mutes_matching_items_until_it_is_expired(tmp_path: Path, sink: HTTPSink) -> None:
+    config = silences_config(tmp_path, sink)
+    db = tmp_path / "relayhook.db"
+    with running(config) as d:
+        added = cli(
+            config, "add", 'item.meter_id=~"65a7.*"', "--for", "2h", "--comment", "backfill"
+        )
+        assert added.returncode == 0, added.stderr
+        silence_id = int(added.stdout.strip())
+        time.sleep(1.2)  # the daemon reads silences again at least every second
+        assert d.post(meter_event(1, ["65a7aa", "77bb01", "65a7cc"]))[0] == 202
+        wait_for(lambda: titles(sink) == ["77bb01 t1"], what="the unsilenced item")
+        rows = db_rows(db, "SELECT title, state, silence_id FROM deliveries ORDER BY id")
+        assert [(r["title"], r["state"], r["silence_id"]) for r in rows] == [
+            ("65a7aa t1", "silenced", silence_id),
+            ("77bb01 t1", "delivered", None),
+            ("65a7cc t1", "silenced", silence_id),
+        ]
+        listed = json.loads(cli(config, "list", "--json").stdout.splitlines()[0])
+        assert listed["id"] == silence_id and listed["held"] == 2
+        assert listed["matchers"] == ['item.meter_id=~"65a7.*"'] and listed["comment"] == "backfill"
+
+        expired = cli(config, "expire", str(silence_id))
+        assert expired.returncode == 0 and expired.stdout.strip() == f"silence {silence_id} expired"
+        assert cli(config, "list").stdout.strip() == "no silences"
+        time.sleep(1.2)
+        d.post(meter_event(2, ["65a7aa"]))
+        wait_for(lambda: "65a7aa t2" in titles(sink), what="a message after the silence ended")
+        # Expiring sent nothing by itself: the held ones are still silenced, until replayed.
+        assert "65a7aa t1" not in titles(sink)
+        held = [r["id"] for r in db_rows(db, "SELECT id FROM deliveries WHERE state = 'silenced'")]
+        replayed = run_relayhook("replay", str(held[0]), "--config", str(config))
+        assert replayed.returncode == 0, replayed.stderr
+        wait_for(lambda: "65a7aa t1" in titles(sink), what="the replayed silenced message")
+        metrics = d.request("GET", "/metrics")[1]
+        assert (
+            'relayhook_notifications_suppressed_total{destination="hook",reason="silenced"} 2.0'
+            in metrics
+        )
+
+
+def test_waiting_deliveries_are_checked_again_before_each_attempt(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    sink.responses["/m"] = [503]  # down: deliveries wait to be retried
+    config = silences_config(tmp_path, sink)
+    db = tmp_path / "relayhook.db"
+    with running(config) as d:
+        d.post(meter_event(1, ["65a7aa", "77bb01"]))
+        wait_for(lambda: len(sink.at("/m")) >= 2, what="first attempts")
+        assert cli(config, "add", "item.meter_id=65a7aa", "--for", "1h").returncode == 0
+        time.sleep(1.3)  # the daemon has read the silence; both are still being retried
+        sink.responses["/m"] = [200]
+        wait_for(
+            lambda: (
+                {r["state"] for r in db_rows(db, "SELECT state FROM deliveries")}
+                == {"silenced", "delivered"}
+            ),
+            what="the waiting one silenced, the other delivered",
+        )
+        states = {
+            r["title"]: r["state"] for r in db_rows(db, "SELECT title, state FROM deliveries")
+        }
+        assert states == {"65a7aa t1": "silenced", "77bb01 t1": "delivered"}
+
+
+def test_bad_silences_are_refused_with_the_reason(tmp_path: Path, sink: HTTPSink) -> None:
+    config = silences_config(tmp_path, sink)
+    cases = [
+        (["bare", "--for", "1h"], "'bare' is not a matcher"),
+        (["rule=~((", "--for", "1h"], "bad regular expression"),
+        (["colour=red", "--for", "1h"], "unknown field 'colour'"),
+        (["rule=x"], "give --for DURATION or --until TIME: a silence must end"),
+        (["rule=x", "--for", "soon"], "expected a duration"),
+        ([], "give at least one matcher"),
+    ]
+    for args, reason in cases:
+        result = cli(config, "add", *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert reason in result.stderr, (args, result.stderr)
+    assert cli(config, "add", "rule=x", "--for", "1h").stdout.strip() == "1"  # makes the log
+    assert cli(config, "expire", "99").stderr.strip() == "no silence 99 in force"
+
+
+def test_silences_api(tmp_path: Path, sink: HTTPSink) -> None:
+    config = silences_config(tmp_path, sink)
+    auth = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+    with running(config) as d:
+
+        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            data = None if body is None else json.dumps(body).encode()
+            return d.request(method, path, data, auth)
+
+        status, made = call("POST", "/api/silences", {"matchers": ["rule=meter-data"], "for": "1h"})
+        assert status == 201 and isinstance(made["id"], int)
+        status, listed = call("GET", "/api/silences")
+        assert status == 200 and [s["id"] for s in listed] == [made["id"]]
+        assert listed[0]["author"] == "api" and listed[0]["state"] == "active"
+        for body, error in [
+            ({"matchers": ["bare"], "for": "1h"}, "'bare' is not a matcher"),
+            ({"matchers": ["rule=x"]}, 'give "for"'),
+            ({"matchers": [], "for": "1h"}, "matchers must be a non-empty list"),
+            ({"matchers": ["rule=x"], "for": "nope"}, "expected a duration"),
+        ]:
+            status, answer = call("POST", "/api/silences", body)
+            assert status == 400 and error in answer["error"], (body, answer)
+        assert call("DELETE", f"/api/silences/{made['id']}") == (200, {"expired": made["id"]})
+        assert call("DELETE", f"/api/silences/{made['id']}")[0] == 404
+        assert call("GET", "/api/silences")[1] == []
+        assert [s["state"] for s in call("GET", "/api/silences?all=true")[1]] == ["ended"]
+        assert d.request("GET", "/api/silences")[0] == 401
