@@ -45,7 +45,8 @@ def sink() -> Any:
     s.stop()
 
 
-BASE_CONFIG = """\
+# The head of most test configs: one Openvolt source; destinations follow it.
+CONFIG_HEAD = """\
 listen: 127.0.0.1:8787
 database: relayhook.db
 rules: rules
@@ -54,9 +55,14 @@ sources:
     event_type: event_id
     event_key: delivery_id
     auth: {token: s3cret-token-value}
+"""
+BASE_CONFIG = (
+    CONFIG_HEAD
+    + """\
 destinations:
   ops-slack: {url: "json://127.0.0.1:9/slack"}
 """
+)
 
 
 def write_config(

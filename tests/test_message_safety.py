@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import run_relayhook, write_config
+from conftest import CONFIG_HEAD, run_relayhook, write_config
 from support import HTTPSink, SMTPSink, db_count, db_rows, running, wait_for
 from test_daemon import make_config, show
 
@@ -144,17 +144,13 @@ def test_mattermost_text_rule_shows_the_name_without_stray_backslashes(
 
 # 2. Slack, in-process through the daemon's sender ----------------------------------------
 
-SLACK_CONFIG = """\
-database: relayhook.db
-rules: rules
-sources:
-  openvolt:
-    event_type: event_id
-    event_key: delivery_id
-    auth: {token: s3cret-token-value}
+SLACK_CONFIG = (
+    CONFIG_HEAD
+    + """\
 destinations:
   slack: {url: "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general"}
 """
+)
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
@@ -356,17 +352,13 @@ def test_check_names_a_misspelt_severity(tmp_path: Path) -> None:
 
 # 5. `| safe` ---------------------------------------------------------------------------
 
-MM_CONFIG = """\
-database: relayhook.db
-rules: rules
-sources:
-  openvolt:
-    event_type: event_id
-    event_key: delivery_id
-    auth: {token: s3cret-token-value}
+MM_CONFIG = (
+    CONFIG_HEAD
+    + """\
 destinations:
   mm: {url: "mmost://127.0.0.1:9/tokenabc", format: markdown}
 """
+)
 
 
 def dry_run(tmp_path: Path, config: Path, event: dict[str, Any]) -> dict[str, Any]:

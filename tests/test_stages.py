@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_config
+from conftest import CONFIG_HEAD, write_config
 from relayhook.config.load import load_config
 from relayhook.config.settings import Config, Destination, RetryPolicy
 from relayhook.deliver.retry import backoff, decide
@@ -45,15 +45,9 @@ from relayhook.store.sqlite.store import SqliteStore
 RECEIVED_AT = 1_700_000_000.25  # 2023-11-14T22:13:20.250Z
 RECEIVED_ISO = "2023-11-14T22:13:20.250Z"
 
-CONFIG = """\
-listen: 127.0.0.1:8787
-database: relayhook.db
-rules: rules
-sources:
-  openvolt:
-    event_type: event_id
-    event_key: delivery_id
-    auth: {token: s3cret-token-value}
+CONFIG = (
+    CONFIG_HEAD
+    + """\
   other:
     auth: none
 destinations:
@@ -63,6 +57,7 @@ destinations:
     webhook: "http://127.0.0.1:9/y"
     body: '{"text": {{ (title ~ " - " ~ body) | tojson }}, "who": {{ rule | tojson }}, "src": {{ source | tojson }}, "meter": {{ payload.meter | tojson }}}'
 """
+)
 
 
 # -- decide() and backoff() ---------------------------------------------------------------

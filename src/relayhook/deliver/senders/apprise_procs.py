@@ -34,7 +34,7 @@ from relayhook.model import TIMEOUT, Delivery, Outcome
 
 __all__ = ["ProcessAppriseSender"]
 
-logger = logging.getLogger("relayhook.workers")
+logger = logging.getLogger("relayhook.deliver")
 _DEPTH = 2  # jobs handed to one worker at a time: the one it runs and the next
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 5.0
