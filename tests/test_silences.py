@@ -65,7 +65,7 @@ def test_a_silence_mutes_matching_items_until_it_is_expired(tmp_path: Path, sink
         time.sleep(1.2)  # the daemon reads silences again at least every second
         assert d.post(meter_event(1, ["65a7aa", "77bb01", "65a7cc"]))[0] == 202
         wait_for(lambda: titles(sink) == ["77bb01 t1"], what="the unsilenced item")
-        rows = db_rows(db, "SELECT title, state, silence_id FROM deliveries ORDER BY id")
+        rows = db_rows(db, "SELECT id, title, state, silence_id FROM deliveries ORDER BY id")
         assert [(r["title"], r["state"], r["silence_id"]) for r in rows] == [
             ("65a7aa t1", "silenced", silence_id),
             ("77bb01 t1", "delivered", None),
@@ -74,6 +74,10 @@ def test_a_silence_mutes_matching_items_until_it_is_expired(tmp_path: Path, sink
         listed = json.loads(cli(config, "list", "--json").stdout.splitlines()[0])
         assert listed["id"] == silence_id and listed["held"] == 2
         assert listed["matchers"] == ['item.meter_id=~"65a7.*"'] and listed["comment"] == "backfill"
+        # A replay is a person asking for it: it goes out while the silence holds.
+        replayed = run_relayhook("replay", str(rows[2]["id"]), "--config", str(config))
+        assert replayed.returncode == 0, replayed.stderr
+        wait_for(lambda: "65a7cc t1" in titles(sink), what="a replay during the silence")
 
         expired = cli(config, "expire", str(silence_id))
         assert expired.returncode == 0 and expired.stdout.strip() == f"silence {silence_id} expired"
@@ -83,8 +87,7 @@ def test_a_silence_mutes_matching_items_until_it_is_expired(tmp_path: Path, sink
         wait_for(lambda: "65a7aa t2" in titles(sink), what="a message after the silence ended")
         # Expiring sent nothing by itself: the held ones are still silenced, until replayed.
         assert "65a7aa t1" not in titles(sink)
-        held = [r["id"] for r in db_rows(db, "SELECT id FROM deliveries WHERE state = 'silenced'")]
-        replayed = run_relayhook("replay", str(held[0]), "--config", str(config))
+        replayed = run_relayhook("replay", str(rows[0]["id"]), "--config", str(config))
         assert replayed.returncode == 0, replayed.stderr
         wait_for(lambda: "65a7aa t1" in titles(sink), what="the replayed silenced message")
         metrics = d.request("GET", "/metrics")[1]

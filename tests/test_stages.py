@@ -981,3 +981,40 @@ def test_apprise_urls_keep_their_channel_and_take_our_params() -> None:
     # The console has no host; it keeps its '//' and gets no pacing.
     console, pacing = apprise_for(AppriseDestination("c", "console://", RetryPolicy()))
     assert len(console) == 1 and pacing == 0.0
+
+
+ESCAPE_CONFIG = (
+    CONFIG_HEAD
+    + """\
+destinations:
+  mm: {url: "mmost://127.0.0.1:9/tokenabc", format: markdown}
+  con: {url: "console://"}
+"""
+)
+ESCAPE_RULES = {
+    "e.yaml": """\
+        event: customer.created
+        rules:
+          - name: e-filter
+            to: [mm]
+            format: markdown
+            body: "{{ payload.name | e }} / {{ payload.name | escape }}"
+          - name: console
+            to: [con]
+            body: "{{ payload.name }}"
+        """,
+}
+
+
+def test_escape_filters_people_and_terminals(tmp_path: Path) -> None:
+    # Found by review: `| e` returned Markup, which passed the escaping untouched; a
+    # user's @name could ping them; a terminal took escape sequences from data.
+    config = load(tmp_path, ESCAPE_RULES, ESCAPE_CONFIG)
+    name = "@alice [x](https://evil.example) \x1b]8;;https://evil.example\x07link\x1b[0m"
+    got = outcomes(config, event("customer.created", {"payload": {"name": name}}))
+    (mm,) = got["e-filter"].messages
+    assert "@\u2060alice" in mm.body and "@alice" not in mm.body
+    assert "[x](https://evil.example)" not in mm.body and "\\[x\\]" in mm.body
+    (con,) = got["console"].messages
+    assert "\x1b" not in con.body and "\x07" not in con.body
+    assert con.body.startswith("@alice [x](https://evil.example) \\x1b]8;;")

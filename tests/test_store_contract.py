@@ -1268,11 +1268,14 @@ def test_replay_a_silenced_delivery_sends_a_copy_with_its_item(store: Store) -> 
                 state="silenced", silence_id=silence
             )
 
-        # The copies keep the item, so a silence is checked against the same facts again.
+        # The copies keep the item, and say they are replays (which silences let through:
+        # a person asked for them).
         assert await store.silence_facts(copies) == {
-            copies[0]: SilenceFacts("shop", "order.paid", "r1", "slack", payload, item),
-            copies[1]: SilenceFacts("shop", "order.paid", "r2", "slack", payload, None),
-            copies[2]: SilenceFacts("shop", "order.paid", "r3", "pager", payload, ["x", None]),
+            copies[0]: SilenceFacts("shop", "order.paid", "r1", "slack", payload, item, True),
+            copies[1]: SilenceFacts("shop", "order.paid", "r2", "slack", payload, None, True),
+            copies[2]: SilenceFacts(
+                "shop", "order.paid", "r3", "pager", payload, ["x", None], True
+            ),
         }
         claimed, _ = await store.claim_due({"slack": 5, "pager": 5}, set(), now)
         assert sorted(ids_of(claimed)) == sorted(copies)

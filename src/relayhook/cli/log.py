@@ -107,6 +107,7 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
         if d["state"] in ("pending", "retrying")
         else "",
         f"  last error   {d['last_error']}" if d["last_error"] else "",
+        f"  silenced by  silence {d['silence_id']}" if d.get("silence_id") else "",
         f"event {e['id']}: {e['event_type']} from {e['source']}, key {e['event_key']},"
         f" received {when(e['received_at'])} ({e['state']})",
         indent(_pretty(e["body"]), "  "),

@@ -22,6 +22,7 @@ class Recorder:
         self.store = store
         self._written = written  # told the delivery ids once their attempts are on disk
         self._waiting: list[Attempt] = []
+        self._writing: tuple[asyncio.Future[None], list[Attempt]] | None = None
         self._wake = asyncio.Event()
 
     def add(self, attempt: Attempt) -> None:
@@ -36,12 +37,34 @@ class Recorder:
             await self.flush()
 
     async def flush(self) -> None:
+        if self._writing is not None:
+            # A write our caller stopped waiting for (shutdown) went on in the store: its
+            # outcome decides, or the same attempts would be written twice.
+            await self._settle(*self._writing)
         if not self._waiting:
             return
         batch, self._waiting = self._waiting, []
+        write = asyncio.ensure_future(self.store.record_attempts(batch))
+        self._writing = (write, batch)
+        await self._settle(write, batch)
+
+    async def _settle(self, write: asyncio.Future[None], batch: list[Attempt]) -> None:
         try:
-            await self.store.record_attempts(batch)
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if write.done():
+                self._writing = None
+                self._finish(write, batch)
+            raise  # still writing: the next flush waits for it
         except BaseException:
+            self._writing = None
             self._waiting[:0] = batch  # written with the next batch; still busy until then
             raise
+        self._writing = None
         self._written([a.delivery_id for a in batch])
+
+    def _finish(self, write: asyncio.Future[None], batch: list[Attempt]) -> None:
+        if write.cancelled() or write.exception() is not None:
+            self._waiting[:0] = batch
+        else:
+            self._written([a.delivery_id for a in batch])

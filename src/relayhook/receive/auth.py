@@ -21,13 +21,17 @@ __all__ = [
     "AUTH_SCHEMES",
     "GithubAuth",
     "HmacAuth",
+    "Network",
     "StandardWebhooksAuth",
     "StripeAuth",
     "TokenAuth",
     "Verifier",
+    "address_allowed",
     "bearer_token",
+    "check_standard_secret",
     "client_address",
     "parse_networks",
+    "standard_key",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

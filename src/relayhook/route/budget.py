@@ -68,7 +68,7 @@ def _watch_loop() -> None:
         with _lock:
             slow = False
             for thread_id, entry in _open.items():
-                slow = slow or now - entry.started > _SLOW
+                slow = slow or (not entry.fired and now - entry.started > _SLOW)
                 if not entry.fired and entry.deadline <= now:
                     entry.fired = True
                     _raise_in(thread_id, RenderTimeout)

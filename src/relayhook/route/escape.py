@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from enum import StrEnum
 
-__all__ = ["Family", "escaper_for", "family_of", "neutralise_mentions"]
+__all__ = ["Family", "escaper_for", "family_of", "neutralise_mentions", "show_controls"]
 
 Escaper = Callable[[str], str]
 
@@ -85,7 +85,10 @@ _EMAIL = frozenset(
     {"mailto", "mailtos", "ses", "sendgrid", "mailgun", "sparkpost", "smtp2go", "resend"}
 )
 
-_MENTIONS = re.compile(r"@(channel|here|all|everyone)\b", re.IGNORECASE)
+# Every @name: broadcast words ping a channel, and a user's name pings that user.
+_MENTIONS = re.compile(r"@(?=\w)")
+# What a terminal acts on (escape sequences, OSC 8 links): C0 and C1 but newline and tab.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _WORD_JOINER = "\u2060"
 # Inline: emphasis, code, links and images, raw HTML and autolinks, tables, strikethrough.
 _MD_INLINE = re.compile(r"([\\`*_\[\]<>|~])")
@@ -109,8 +112,13 @@ def family_of(schema: str) -> Family:
 
 
 def neutralise_mentions(text: str) -> str:
-    """`@channel` and friends, unable to notify: a word joiner after the `@`."""
-    return _MENTIONS.sub(lambda m: "@" + _WORD_JOINER + m.group(1), text)
+    """`@channel`, `@here` and `@someone`, unable to notify: a word joiner after the `@`."""
+    return _MENTIONS.sub("@" + _WORD_JOINER, text)
+
+
+def show_controls(text: str) -> str:
+    """Control characters as visible \\xNN, so data cannot drive the operator's terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def escape_markdown(text: str) -> str:
@@ -156,7 +164,9 @@ def escaper_for(
     the way: escaping it here too would show the backslashes.
     """
     chat = family in (Family.SLACK, Family.CHAT)
-    if family is Family.CHAT and fmt == "text" and sent_as in ("markdown", "html"):
+    if family is Family.TERMINAL:
+        return show_controls
+    if family is Family.CHAT and fmt == "text" and sent_as in ("markdown", "html") and not title:
         return neutralise_mentions
     if title:
         if family is Family.CHAT:
@@ -169,6 +179,6 @@ def escaper_for(
         return _SLACK_MARKDOWN if fmt == "markdown" else neutralise_mentions
     if family is Family.CHAT:
         return _CHAT_TEXT
-    if fmt == "markdown" and family is not Family.TERMINAL:
+    if fmt == "markdown":
         return escape_markdown
     return None

@@ -74,8 +74,7 @@ class Silences:
         found = silencing(silences, facts, now)
         if found is None:
             return message
-        self.metrics.suppressed.labels(message.destination, "silenced").inc()
-        return dataclasses.replace(message, silence_id=found.id)
+        return dataclasses.replace(message, silence_id=found.id)  # counted once saved
 
     async def muting(self, ids: Sequence[int]) -> dict[int, int]:
         """Of these deliveries about to be tried, the ones a silence mutes now: {id:
@@ -87,6 +86,8 @@ class Silences:
         facts = await self.store.silence_facts(ids)
         muted = {}
         for delivery_id, fact in facts.items():
+            if fact.replay:
+                continue  # a person asked for this one: a silence does not take it back
             found = silencing(silences, fact, now)
             if found is not None:
                 muted[delivery_id] = found.id

@@ -73,6 +73,7 @@ class SilenceFacts:
     destination: str
     payload: Any = None
     item: Any = None
+    replay: bool = False  # a replayed delivery, which silences let through
 
     def get(self, field: str) -> Any:
         if field in _FIELDS:

@@ -133,7 +133,9 @@ class RouteStage:
                     async with asyncio.timeout(_IDLE_POLL):
                         woken = await self._wake.wait()
                 self._wake.clear()
-                self._rescan = not woken
+                # A wake-up without hints (after a failed batch, or a reload) asked for a
+                # scan itself; only a quiet second adds one.
+                self._rescan = self._rescan or not woken
                 continue
             await self._slots.acquire()
             ids = {e.id for e in batch}
@@ -211,6 +213,8 @@ class RouteStage:
             for m in routing.messages:
                 if m.error:
                     self.metrics.notifications.labels(m.destination, "failed").inc()
+                elif m.silence_id is not None:
+                    self.metrics.suppressed.labels(m.destination, "silenced").inc()
 
     async def stop(self) -> None:
         """Stop routing; what was not saved is still waiting on disk for the next start."""

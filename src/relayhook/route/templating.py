@@ -130,6 +130,10 @@ def _escape_data(context: jinja2.runtime.Context, value: Any) -> Any:
     return escape(str(value))
 
 
+def _as_data(value: Any) -> str:
+    return str(value)
+
+
 def _environment(autoescape: bool, messages: bool = True) -> jinja2.Environment:
     env = _Sandbox(
         undefined=jinja2.StrictUndefined,
@@ -147,6 +151,12 @@ def _environment(autoescape: bool, messages: bool = True) -> jinja2.Environment:
         tojson=tojson,
     )
     env.tests["list"] = _is_list
+    if messages and not autoescape:
+        # Jinja's HTML escape returns Markup, which the finalize lets through untouched:
+        # in a text or Markdown message `| e` would have undone the escaping for chat.
+        # Here it means what every value gets anyway: escaping for the destination.
+        for name in ("e", "escape", "forceescape"):
+            env.filters[name] = _as_data
     return env
 
 

@@ -13,7 +13,8 @@ __all__ = ["get_delivery", "get_event", "list_deliveries", "list_events", "queue
 _LIST_SQL = (
     "SELECT d.id, d.event_id, e.source, e.event_type, d.rule, d.destination, d.item_index,"
     " d.state, d.attempts, d.title, d.created_at, d.updated_at, d.next_attempt_at,"
-    " d.last_error, d.replay_of FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " d.last_error, d.replay_of, d.silence_id FROM deliveries d"
+    " JOIN events e ON e.id = d.event_id"
 )
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-__all__ = ["connect", "migrate", "shrink", "transaction"]
+__all__ = ["connect", "migrate", "shrink"]
 
 migrations = Migrations("relayhook")
 
@@ -142,15 +141,3 @@ def shrink(conn: sqlite3.Connection) -> None:
     # it to the end.
     conn.executescript("PRAGMA incremental_vacuum;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, for the CLI's writes beside a running daemon."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

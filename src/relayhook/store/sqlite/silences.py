@@ -107,7 +107,7 @@ def silence_facts(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, Sil
     facts: dict[int, SilenceFacts] = {}
     for delivery_id in ids:
         row = conn.execute(
-            "SELECT e.source, e.event_type, e.body, d.rule, d.destination, d.item"
+            "SELECT e.source, e.event_type, e.body, d.rule, d.destination, d.item, d.replay_of"
             " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?",
             (delivery_id,),
         ).fetchone()
@@ -124,6 +124,7 @@ def silence_facts(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, Sil
             row["destination"],
             body.get("payload") if isinstance(body, dict) else None,
             json.loads(row["item"]) if row["item"] is not None else None,
+            row["replay_of"] is not None,
         )
     return facts
 

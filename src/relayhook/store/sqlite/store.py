@@ -36,10 +36,16 @@ class SqliteStore:
 
     def __init__(self, path: str, *, daemon: bool = False) -> None:
         self.path = path
-        migrate(path)
+        # The lock first: a second daemon must not migrate the schema under the first.
         self._lock = DaemonLock(path) if daemon else None
-        self._conn = connect(path)
-        self._writer = Writer(self._conn)
+        try:
+            migrate(path)
+            self._conn = connect(path)
+            self._writer = Writer(self._conn)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
 
     @property
     def where(self) -> str:
