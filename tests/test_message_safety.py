@@ -430,6 +430,7 @@ def test_dry_run_shows_the_escaped_message_and_severity(tmp_path: Path) -> None:
         "body": f"New customer: {escaped}",
         "format": "markdown",
         "severity": "warning",
+        "silenced_by": None,
         "error": None,
     }
 

@@ -167,3 +167,18 @@ def test_silences_api(tmp_path: Path, sink: HTTPSink) -> None:
         assert call("GET", "/api/silences")[1] == []
         assert [s["state"] for s in call("GET", "/api/silences?all=true")[1]] == ["ended"]
         assert d.request("GET", "/api/silences")[0] == 401
+
+
+def test_dry_run_shows_what_a_silence_would_mute(tmp_path: Path, sink: HTTPSink) -> None:
+    config = silences_config(tmp_path, sink)
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(meter_event(1, ["65a7aa", "77bb01"])))
+    before = run_relayhook("test", str(path), "--config", str(config))
+    assert before.stdout.strip().endswith("; 2 messages would be sent")
+    assert cli(config, "add", "item.meter_id=65a7aa", "--for", "1h").stdout.strip() == "1"
+    after = run_relayhook("test", str(path), "--config", str(config))
+    assert '          silenced by silence 1: item.meter_id="65a7aa"' in after.stdout.splitlines()
+    assert after.stdout.strip().endswith("; 1 message would be sent, 1 silenced")
+    report = json.loads(run_relayhook("test", str(path), "--json", "--config", str(config)).stdout)
+    (rule,) = report["rules"]
+    assert [m["silenced_by"] for m in rule["messages"]] == [1, None]

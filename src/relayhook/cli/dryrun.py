@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
 
 import click
 
-from relayhook.cli.base import cli, config_option, fail, indent, load
+from relayhook.cli.base import cli, config_option, fail, indent, load, with_log
+from relayhook.config.settings import Config
 from relayhook.errors import EventError
 from relayhook.model import Event
 from relayhook.receive.parse import event_type_of, parse_body
 from relayhook.route.match import RuleOutcome, route
+from relayhook.route.silence import Silence, SilenceFacts, silencing
+from relayhook.store.base import Store
 
 __all__ = ["test_command"]
 
@@ -88,16 +92,45 @@ def test_command(
         body=body,
     )
     outcomes = route(config.rules, config.destinations, event, config.render_timeout)
+    muted = _silenced(config, event, outcomes)
     redact = config.redactor
     if as_json:
-        click.echo(redact(json.dumps(_as_json(event, outcomes), indent=2, ensure_ascii=False)))
+        report = _as_json(event, outcomes, muted)
+        click.echo(redact(json.dumps(report, indent=2, ensure_ascii=False)))
     else:
-        click.echo(redact(_as_text(event, outcomes)))
+        click.echo(redact(_as_text(event, outcomes, muted)))
     if any(o.error for o in outcomes):
         sys.exit(1)
 
 
-def _as_json(event: Event, outcomes: list[RuleOutcome]) -> dict[str, Any]:
+def _silenced(config: Config, event: Event, outcomes: list[RuleOutcome]) -> dict[int, Silence]:
+    """The silence in force (in the config's database, when there is one) that would mute
+    each message, by the message's id()."""
+    if not os.path.exists(config.database):
+        return {}
+
+    async def read(store: Store) -> list[Silence]:
+        return await store.active_silences(time.time())
+
+    silences, _ = with_log(config.path, read)
+    if not silences:
+        return {}
+    payload = event.body.get("payload") if isinstance(event.body, dict) else None
+    found = {}
+    for o in outcomes:
+        for m in o.messages:
+            facts = SilenceFacts(
+                event.source, event.event_type, m.rule, m.destination, payload, m.item
+            )
+            silence = silencing(silences, facts, time.time()) if m.error is None else None
+            if silence is not None:
+                found[id(m)] = silence
+    return found
+
+
+def _as_json(
+    event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence]
+) -> dict[str, Any]:
     return {
         "source": event.source,
         "event_type": event.event_type,
@@ -118,6 +151,7 @@ def _as_json(event: Event, outcomes: list[RuleOutcome]) -> dict[str, Any]:
                         "body": m.body,
                         "format": m.format,
                         "severity": m.severity,
+                        "silenced_by": muted[id(m)].id if id(m) in muted else None,
                         "error": m.error,
                     }
                     for m in o.messages
@@ -128,7 +162,7 @@ def _as_json(event: Event, outcomes: list[RuleOutcome]) -> dict[str, Any]:
     }
 
 
-def _as_text(event: Event, outcomes: list[RuleOutcome]) -> str:
+def _as_text(event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence]) -> str:
     lines = [f"event {event.event_type} from source {event.source}"]
     matched = sum(o.matched and not o.error for o in outcomes)
     for o in outcomes:
@@ -147,14 +181,19 @@ def _as_text(event: Event, outcomes: list[RuleOutcome]) -> str:
                 lines.append(f"      {label}-> {m.destination}: ERROR: {m.error}")
                 continue
             lines.append(f"      {label}-> {m.destination} ({m.format}, {m.severity})")
+            if id(m) in muted:
+                silence = muted[id(m)]
+                matchers = " ".join(str(x) for x in silence.matchers)
+                lines.append(f"          silenced by silence {silence.id}: {matchers}")
             lines.append(f"          title: {m.title}")
             lines.append("          body:")
             lines.append(indent(m.body, "            "))
     errors = sum(bool(o.error) for o in outcomes)
-    messages = sum(m.error is None for o in outcomes for m in o.messages)
+    messages = sum(m.error is None and id(m) not in muted for o in outcomes for m in o.messages)
     lines.append(
         f"{matched} of {len(outcomes)} rules matched"
         + (f", {errors} with errors" if errors else "")
         + f"; {messages} message{'s' if messages != 1 else ''} would be sent"
+        + (f", {len(muted)} silenced" if muted else "")
     )
     return "\n".join(lines)
