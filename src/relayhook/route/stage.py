@@ -137,13 +137,26 @@ class RouteStage:
                 # scan itself; only a quiet second adds one.
                 self._rescan = self._rescan or not woken
                 continue
+            config = self._config()
+            if not any(self._has_rules(config, e) for e in batch):
+                # No template to run: routed right here, with no task or thread to pay
+                # for (measured: ~10% of durable ingest when every batch had them).
+                await self._route_batch(batch, len(batch))
+                continue
             await self._slots.acquire()
             ids = {e.id for e in batch}
             self._routing.update(ids)
-            task = asyncio.create_task(self._route_batch(batch, ids))
+            task = asyncio.create_task(self._aside(batch, ids))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
             await asyncio.wait({task}, timeout=_SLOW)
+
+    async def _aside(self, batch: list[Event], ids: set[int]) -> None:
+        try:
+            await self._route_batch(batch, len(ids))
+        finally:
+            self._routing.difference_update(ids)
+            self._slots.release()
 
     def _has_rules(self, config: Config, event: Event) -> bool:
         """Whether any rule takes this event's type and source (memoised per config)."""
@@ -158,11 +171,10 @@ class RouteStage:
             )
         return found and event.error is None
 
-    async def _route_batch(self, batch: list[Event], ids: set[int]) -> None:
+    async def _route_batch(self, batch: list[Event], size: int) -> None:
         try:
             config = self._config()
-            # Events no rule takes are routed here at once: they run no template, and a
-            # thread hop per batch cost ~10% of durable ingest when measured.
+            # Events no rule takes are routed here at once: they run no template.
             rendering: list[Event] = []
             routings: list[Routing] = []
             for event in batch:
@@ -181,14 +193,11 @@ class RouteStage:
             self._count(routings, saved)
             self._routed()
         except StoreError as e:
-            logger.error("could not save the routing of %d events (%s); retrying", len(ids), e)
+            logger.error("could not save the routing of %d events (%s); retrying", size, e)
             await self._retry_later()
         except Exception:
-            logger.exception("routing %d events failed; retrying", len(ids))
+            logger.exception("routing %d events failed; retrying", size)
             await self._retry_later()
-        finally:
-            self._routing.difference_update(ids)
-            self._slots.release()
 
     async def _retry_later(self) -> None:
         # They are still waiting on disk: a scan finds them after a pause (a full disk
