@@ -12,13 +12,18 @@ import jinja2
 
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
+from relayhook.config.templates import (
+    compile_body,
+    read_template_file,
+    report_unknown_names,
+    syntax_message,
+)
 from relayhook.config.yamlnodes import Problems, YList, YMap, load_yaml
 from relayhook.route.templating import (
     CONTEXT_NAMES,
     compile_expression,
     compile_template,
     undeclared_names,
-    uses_safe,
 )
 
 __all__ = ["load_rules"]
@@ -56,10 +61,6 @@ def _check_glob(pattern: str) -> str | None:
     return None
 
 
-def _syntax_message(e: jinja2.TemplateSyntaxError) -> str:
-    return f"syntax error: {e.message}"
-
-
 def _compile_check(
     text: Any, node: YMap | YList, key: Any, label: str, allowed: set[str], problems: Problems
 ) -> Check | None:
@@ -72,43 +73,12 @@ def _compile_check(
     try:
         fn = compile_expression(text)
     except jinja2.TemplateSyntaxError as e:
-        problems.add(node.file, line, f"{label}: {_syntax_message(e)}")
+        problems.add(node.file, line, f"{label}: {syntax_message(e)}")
         return None
-    _report_unknown_names(
+    report_unknown_names(
         undeclared_names(text, expression=True), allowed, node.file, line, label, problems
     )
     return Check(text=text.strip(), line=line, fn=fn)
-
-
-def _report_unknown_names(
-    names: set[str], allowed: set[str], file: str, line: int, label: str, problems: Problems
-) -> None:
-    for name in sorted(names - allowed):
-        hint = did_you_mean(name, allowed)
-        problems.add(
-            file,
-            line,
-            f"{label}: '{name}' is undefined{hint} (available: {', '.join(sorted(allowed))})",
-        )
-
-
-def _compile_body(
-    text: str, file: str, line: int, label: str, html: bool, allowed: set[str], problems: Problems
-) -> jinja2.Template | None:
-    try:
-        template = compile_template(text, html=html)
-    except jinja2.TemplateSyntaxError as e:
-        problems.add(file, line + (e.lineno or 1) - 1, f"{label}: template {_syntax_message(e)}")
-        return None
-    _report_unknown_names(undeclared_names(text), allowed, file, line, label, problems)
-    if uses_safe(text):
-        problems.warn(
-            file,
-            line,
-            f"{label}: '| safe' lets event data through unescaped: it can mention"
-            " @channel or plant links in chat; keep it for values you trust",
-        )
-    return template
 
 
 def _read_severity(
@@ -131,9 +101,9 @@ def _read_severity(
     try:
         template = compile_template(value, plain=True)
     except jinja2.TemplateSyntaxError as e:
-        problems.add(rnode.file, line, f"{where}: severity: template {_syntax_message(e)}")
+        problems.add(rnode.file, line, f"{where}: severity: template {syntax_message(e)}")
         return None
-    _report_unknown_names(
+    report_unknown_names(
         undeclared_names(value), allowed, rnode.file, line, f"{where}: severity", problems
     )
     return template
@@ -231,7 +201,7 @@ def _load_rule(
     title = None
     if "title" in rnode:
         if isinstance(rnode["title"], str):
-            title = _compile_body(
+            title = compile_body(
                 rnode["title"],
                 file,
                 rnode.value_line("title"),
@@ -248,7 +218,7 @@ def _load_rule(
         problems.add(file, rnode.line, f"{where}: give exactly one of 'body' or 'body_template'")
     elif "body" in rnode:
         if isinstance(rnode["body"], str):
-            body = _compile_body(
+            body = compile_body(
                 rnode["body"],
                 file,
                 rnode.value_line("body"),
@@ -260,28 +230,10 @@ def _load_rule(
         else:
             problems.add(file, rnode.line_of("body"), f"{where}: body must be a string")
     else:
-        tpath = os.path.normpath(os.path.join(templates_dir, str(body_template)))
-        if not tpath.startswith(os.path.normpath(templates_dir) + os.sep):
-            problems.add(
-                file,
-                rnode.line_of("body_template"),
-                f"{where}: body_template must name a file under {templates_dir}",
-            )
-        else:
-            try:
-                with open(tpath, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as e:
-                problems.add(
-                    file,
-                    rnode.line_of("body_template"),
-                    f"{where}: body_template: cannot read {tpath}: "
-                    + str(getattr(e, "strerror", None) or e),
-                )
-            else:
-                body = _compile_body(
-                    text, tpath, 1, f"{where}: body_template", html, allowed, problems
-                )
+        found = read_template_file(templates_dir, rnode, "body_template", where, problems)
+        if found is not None:
+            text, tpath = found
+            body = compile_body(text, tpath, 1, f"{where}: body_template", html, allowed, problems)
 
     stop = rnode.get("stop", False)
     if not isinstance(stop, bool):
