@@ -431,6 +431,7 @@ def test_dry_run_shows_the_escaped_message_and_severity(tmp_path: Path) -> None:
         "format": "markdown",
         "severity": "warning",
         "silenced_by": None,
+        "group": None,
         "error": None,
     }
 

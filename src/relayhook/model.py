@@ -20,6 +20,7 @@ __all__ = [
     "Delivery",
     "DeliveryState",
     "Event",
+    "Grouping",
     "Message",
     "NewEvent",
     "Outcome",
@@ -36,6 +37,7 @@ class DeliveryState(StrEnum):
     DEAD = "dead"  # out of tries, or refused in a way no retry can fix
     FAILED = "failed"  # never rendered: nothing to send
     SILENCED = "silenced"  # muted by a silence; sent only if replayed
+    GROUPED = "grouped"  # folded into a digest (the group names it); waiting until then
 
     @property
     def finished(self) -> bool:
@@ -82,6 +84,17 @@ class Message:
     severity: str = "info"  # info, success, warning, failure: apprise's notify type
     item: Any = None  # the for_each item it was made from
     silence_id: int | None = None  # the silence that muted it
+    grouping: Grouping | None = None  # the group it joins instead of going alone
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """How a message's rule folds it: the group key and the rule's group settings."""
+
+    key: str
+    wait: float  # the first message of a group waits this long for company
+    interval: float | None  # at most one digest per key per interval
+    max: int | None  # a group this full goes at once
 
 
 @dataclass(frozen=True, slots=True)

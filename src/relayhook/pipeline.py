@@ -21,6 +21,7 @@ from relayhook.deliver.runtime import Runtime
 from relayhook.deliver.scheduler import Scheduler
 from relayhook.model import Event, NewEvent
 from relayhook.ops.metrics import Metrics
+from relayhook.route.groups import GroupStage
 from relayhook.route.noise import Silences
 from relayhook.route.stage import RouteStage
 from relayhook.store.base import Store, StoreError
@@ -49,17 +50,24 @@ class Pipeline:
         self.scheduler = Scheduler(
             store, lambda: self.runtime, self.metrics, clock, silences=self.silences
         )
+        self.groups = GroupStage(
+            store, lambda: self.runtime.config, self.metrics, self.scheduler.wake, clock
+        )
         self.router = RouteStage(
             store,
             lambda: self.runtime.config,
             self.metrics,
-            self.scheduler.wake,
+            self._routed,
             self.silences,
             clock,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()
         self._stopping = False
+
+    def _routed(self) -> None:
+        self.scheduler.wake()
+        self.groups.wake()  # a group may have filled up
 
     @property
     def config(self) -> Config:
@@ -92,6 +100,7 @@ class Pipeline:
             asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
             for name, loop in (
                 ("router", self.router.run),
+                ("groups", self.groups.run),
                 ("scheduler", self.scheduler.run),
                 ("recorder", self.scheduler.recorder.run),
             )

@@ -152,6 +152,7 @@ def _as_json(
                         "format": m.format,
                         "severity": m.severity,
                         "silenced_by": muted[id(m)].id if id(m) in muted else None,
+                        "group": m.grouping.key if m.grouping is not None else None,
                         "error": m.error,
                     }
                     for m in o.messages
@@ -185,6 +186,13 @@ def _as_text(event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence
                 silence = muted[id(m)]
                 matchers = " ".join(str(x) for x in silence.matchers)
                 lines.append(f"          silenced by silence {silence.id}: {matchers}")
+            elif m.grouping is not None:
+                g = m.grouping
+                lines.append(
+                    f"          grouped: key {g.key!r}, waits {g.wait:g}s for company"
+                    + (f", at most {g.max} a digest" if g.max else "")
+                    + (f", one digest per {g.interval:g}s" if g.interval else "")
+                )
             lines.append(f"          title: {m.title}")
             lines.append("          body:")
             lines.append(indent(m.body, "            "))

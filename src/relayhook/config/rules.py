@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from relayhook.config.grouping import read_digest, read_group
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
 from relayhook.config.templates import (
@@ -40,6 +41,10 @@ _RULE_KEYS = {
     "format",
     "stop",
     "severity",
+    "group",
+    "digest_title",
+    "digest_body",
+    "digest_template",
 }
 _EVENT_PATTERN = re.compile(r"[A-Za-z0-9_.:/*?!\[\]-]+")
 
@@ -240,6 +245,10 @@ def _load_rule(
         problems.add(file, rnode.line_of("stop"), f"{where}: stop must be true or false")
         stop = False
     severity = _read_severity(rnode, where, allowed, problems)
+    group = read_group(rnode, where, allowed, problems)
+    digest_title, digest_body = read_digest(
+        rnode, where, templates_dir, html, "group" in rnode, problems
+    )
     if body is None or severity is None or (title is None and "title" in rnode):
         return None
     return Rule(
@@ -256,6 +265,9 @@ def _load_rule(
         format=fmt,
         stop=stop,
         severity=severity,
+        group=group,
+        digest_title=digest_title,
+        digest_body=digest_body,
     )
 
 

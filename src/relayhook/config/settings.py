@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "Destination",
     "FieldRef",
+    "GroupPolicy",
     "RetryPolicy",
     "Rule",
     "Source",
@@ -164,6 +165,16 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupPolicy:
+    """A rule's `group:`: fold its messages into digests."""
+
+    key: jinja2.Template | None  # None: one group per (rule, destination)
+    wait: float = 30.0
+    interval: float | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule: match an event, render a message, send it to destinations."""
 
@@ -180,6 +191,9 @@ class Rule:
     format: str
     stop: bool
     severity: jinja2.Template  # renders to one of SEVERITIES; most are a fixed word
+    group: GroupPolicy | None = None
+    digest_title: jinja2.Template | None = None  # None: the default digest title
+    digest_body: jinja2.Template | None = None  # None: the default digest body
 
     @property
     def where(self) -> str:

@@ -62,7 +62,7 @@ class Metrics:
         )
         self.suppressed = Counter(
             "relayhook_notifications_suppressed",
-            "Messages held back instead of sent, by destination and reason (silenced).",
+            "Messages held back instead of sent, by destination and reason (silenced, grouped).",
             ["destination", "reason"],
             registry=r,
         )
@@ -89,6 +89,11 @@ class Metrics:
             "Acknowledged events not routed yet.",
             registry=r,
         )
+        self.groups_waiting = Gauge(
+            "relayhook_groups_waiting",
+            "Groups whose digest has not gone out yet.",
+            registry=r,
+        )
         self.reload_ok = Gauge(
             "relayhook_config_last_reload_successful",
             "Whether the last configuration reload attempt was successful.",
@@ -107,9 +112,12 @@ class Metrics:
         if ok:
             self.reload_time.set(time.time())
 
-    def render(self, depth: Mapping[str, int], oldest_age: float, awaiting: int) -> bytes:
+    def render(
+        self, depth: Mapping[str, int], oldest_age: float, awaiting: int, groups: int = 0
+    ) -> bytes:
         for state in ("pending", "retrying", "sending"):
             self.queue.labels(state).set(depth.get(state, 0))
         self.oldest.set(oldest_age)
         self.unrouted_backlog.set(awaiting)
+        self.groups_waiting.set(groups)
         return generate_latest(self.registry)

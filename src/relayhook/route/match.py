@@ -14,7 +14,7 @@ from typing import Any
 
 from relayhook.config.settings import SEVERITIES, AppriseDestination, Destination, Rule
 from relayhook.errors import kind_of
-from relayhook.model import Event, Message
+from relayhook.model import Event, Grouping, Message
 from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.escape import Family, escaper_for
@@ -80,11 +80,28 @@ def _render_for(
         if dest is not None:
             context = {**ctx, "rule": rule.name, "severity": severity}
             body, fmt = dest.shape(title, body, fmt, context)
+        grouping = _grouping(rule, ctx)
     except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
         return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
     return Message(
-        rule.name, dest_name, index, title, body, fmt, severity=severity, item=ctx.get("item")
+        rule.name,
+        dest_name,
+        index,
+        title,
+        body,
+        fmt,
+        severity=severity,
+        item=ctx.get("item"),
+        grouping=grouping,
     )
+
+
+def _grouping(rule: Rule, ctx: dict[str, Any]) -> Grouping | None:
+    group = rule.group
+    if group is None:
+        return None
+    key = group.key.render(ctx).strip() if group.key is not None else ""
+    return Grouping(key, group.wait, group.interval, group.max)
 
 
 def _failed(rule: Rule, error: str) -> list[Message]:

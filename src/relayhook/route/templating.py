@@ -22,6 +22,7 @@ from relayhook.config.units import format_duration
 
 __all__ = [
     "CONTEXT_NAMES",
+    "DIGEST_NAMES",
     "ESCAPE",
     "Expression",
     "TemplateError",
@@ -34,6 +35,20 @@ __all__ = [
 
 # The context key under which the renderer hands message templates their escaper.
 ESCAPE = "__relayhook_escape"
+# Names a digest template sees (a group's messages, folded into one).
+DIGEST_NAMES = frozenset(
+    {
+        "messages",
+        "count",
+        "omitted",
+        "key",
+        "rule",
+        "destination",
+        "first_at",
+        "last_at",
+        "reason",
+    }
+)
 # Names every template sees; `item` is added for rules with for_each.
 CONTEXT_NAMES = frozenset({"event", "payload", "event_type", "source", "received_at", "headers"})
 # Bounds for operations a hostile or careless template could blow up with.

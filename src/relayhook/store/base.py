@@ -13,7 +13,15 @@ from typing import Any, Protocol
 from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
-__all__ = ["PruneResult", "QueueStats", "Store", "StoreBusy", "StoreError"]
+__all__ = [
+    "Digest",
+    "DueGroup",
+    "PruneResult",
+    "QueueStats",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+]
 
 
 class StoreBusy(Exception):  # noqa: N818 - reads as what it says
@@ -31,6 +39,34 @@ class QueueStats:
     depth: Mapping[str, int]
     oldest_age: float
     awaiting_routing: int
+    groups_waiting: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DueGroup:
+    """A group whose digest is due."""
+
+    id: int
+    rule: str
+    destination: str
+    key: str
+    count: int
+    event_id: int  # its first message's event
+    format: str
+    severity: str
+    first_at: float
+    last_at: float
+    reason: str  # wait or max
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A group's rendered digest, or why it could not be rendered."""
+
+    title: str
+    body: str
+    format: str
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +129,21 @@ class Store(Protocol):
 
     async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
         """replay() of every delivery that went dead at or after since."""
+
+    # -- groups ------------------------------------------------------------------------
+
+    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
+        """Groups not sent whose time has come, the longest due first."""
+
+    async def next_group_due(self) -> float | None:
+        """When the next group not sent falls due."""
+
+    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
+        """A group's first `limit` messages in arrival order (title, body, item, event)."""
+
+    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
+        """Send a due group once: digest as a new delivery (None: its one message as
+        itself). The delivery that goes, or None when the group was sent already."""
 
     # -- silences ----------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def create_app(
     async def metrics_endpoint() -> bytes:
         stats = await store.queue_stats(clock())
         depth = {**stats.depth, "sending": pipeline.in_flight}  # in flight: known in memory
-        return metrics.render(depth, stats.oldest_age, stats.awaiting_routing)
+        return metrics.render(depth, stats.oldest_age, stats.awaiting_routing, stats.groups_waiting)
 
     @get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from relayhook.model import DeliveryState, Event, Message, Routing
+from relayhook.store.sqlite.groups import join_group
 
 __all__ = ["events_to_route", "insert_events", "save_routings"]
 
@@ -83,7 +84,7 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
     conn.executemany(
         "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
         " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
-        " item) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " item, group_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [
             (
                 routing.event_id,
@@ -101,6 +102,9 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
                 m.severity,
                 m.silence_id,
                 None if m.item is None else _encode(m.item).decode(),
+                join_group(conn, routing.event_id, m, now)
+                if state is DeliveryState.GROUPED
+                else None,
             )
             for m, state in ((m, _state_of(m)) for m in routing.messages)
         ],
@@ -113,6 +117,8 @@ def _state_of(message: Message) -> DeliveryState:
         return DeliveryState.FAILED
     if message.silence_id is not None:
         return DeliveryState.SILENCED
+    if message.grouping is not None:
+        return DeliveryState.GROUPED
     return DeliveryState.PENDING
 
 

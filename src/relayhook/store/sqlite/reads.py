@@ -121,4 +121,6 @@ def queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
         "SELECT MIN(created_at) FROM deliveries WHERE state IN ('pending', 'retrying', 'sending')"
     ).fetchone()[0]
     awaiting = conn.execute("SELECT COUNT(*) FROM events WHERE state = 'received'").fetchone()[0]
-    return QueueStats(depth, (now - oldest) if oldest is not None else 0.0, int(awaiting))
+    groups = conn.execute("SELECT COUNT(*) FROM groups WHERE state != 'sent'").fetchone()[0]
+    age = (now - oldest) if oldest is not None else 0.0
+    return QueueStats(depth, age, int(awaiting), int(groups))

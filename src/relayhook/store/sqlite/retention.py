@@ -21,7 +21,10 @@ def prune_batch(
         for row in conn.execute(
             "SELECT e.id FROM events e WHERE e.received_at < ? AND e.state != 'received'"
             " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND"
-            " (d.state IN ('pending', 'retrying', 'sending') OR d.updated_at >= ?))"
+            " (d.state IN ('pending', 'retrying', 'sending') OR d.updated_at >= ?"
+            # A message waiting in a group not sent yet is unfinished work too.
+            "  OR (d.state = 'grouped' AND EXISTS (SELECT 1 FROM groups g"
+            "      WHERE g.id = d.group_id AND g.state != 'sent'))))"
             " ORDER BY e.id LIMIT ?",
             (cutoff, cutoff, batch),
         )
@@ -39,4 +42,5 @@ def prune_batch(
         "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM prune_ids)"
     ).rowcount
     events = conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM prune_ids)").rowcount
+    conn.execute("DELETE FROM groups WHERE state = 'sent' AND sent_at < ?", (cutoff,))
     return events, deliveries, attempts

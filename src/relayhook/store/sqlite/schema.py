@@ -32,7 +32,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         "CREATE INDEX events_received_at ON events (received_at)",
         """CREATE TABLE deliveries (
             id INTEGER PRIMARY KEY,
-            event_id INTEGER NOT NULL REFERENCES events (id),
+            event_id INTEGER NOT NULL,
             rule TEXT NOT NULL,
             destination TEXT NOT NULL,
             item_index INTEGER,
@@ -110,6 +110,41 @@ def m005_silences(db: sqlite_utils.Database) -> None:
         "ALTER TABLE deliveries ADD COLUMN silence_id INTEGER REFERENCES silences (id)",
         "ALTER TABLE deliveries ADD COLUMN item TEXT",
         "CREATE INDEX deliveries_silence ON deliveries (silence_id) WHERE silence_id IS NOT NULL",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m006_groups(db: sqlite_utils.Database) -> None:
+    for statement in (
+        # A group is open (taking messages), full (reached max: taking no more) or sent.
+        # No foreign keys: retention deletes old events and deliveries, and a sent group
+        # may outlive them for a while.
+        """CREATE TABLE groups (
+            id INTEGER PRIMARY KEY,
+            rule TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            event_id INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            due_at REAL NOT NULL,
+            interval REAL,
+            reason TEXT NOT NULL,
+            sent_at REAL,
+            digest_id INTEGER
+        )""",
+        # At most one group per key takes messages; the scheduler of digests reads by due.
+        """CREATE UNIQUE INDEX groups_open ON groups (rule, destination, key)
+           WHERE state = 'open'""",
+        "CREATE INDEX groups_due ON groups (due_at) WHERE state != 'sent'",
+        "CREATE INDEX groups_sent ON groups (rule, destination, key, sent_at)",
+        "ALTER TABLE deliveries ADD COLUMN group_id INTEGER",
+        "CREATE INDEX deliveries_group ON deliveries (group_id) WHERE group_id IS NOT NULL",
     ):
         db.execute(statement)
 

@@ -15,8 +15,8 @@ import msgspec
 
 from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
-from relayhook.store.base import PruneResult, QueueStats
-from relayhook.store.sqlite import deliveries, events, reads, silences
+from relayhook.store.base import Digest, DueGroup, PruneResult, QueueStats
+from relayhook.store.sqlite import deliveries, events, groups, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
 from relayhook.store.sqlite.schema import connect, migrate, shrink
@@ -85,6 +85,20 @@ class SqliteStore:
             return deliveries.replay(conn, deliveries.dead_since(conn, since), now)
 
         return await self._writer.run(run)
+
+    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
+        return await self._writer.run(partial(groups.due_groups, now=now, limit=limit))
+
+    async def next_group_due(self) -> float | None:
+        return await self._writer.run(groups.next_group_due)
+
+    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
+        return await self._writer.run(partial(groups.group_members, group_id=group_id, limit=limit))
+
+    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
+        return await self._writer.run(
+            partial(groups.close_group, group=group, digest=digest, now=now)
+        )
 
     async def add_silence(
         self,

@@ -1,0 +1,100 @@
+"""Reading a rule's `group:` and its digest templates (`digest_title`, `digest_body` or
+`digest_template`), checked against the names a digest sees."""
+
+from __future__ import annotations
+
+import jinja2
+
+from relayhook.config.reader import Reader, check_keys, expect_map
+from relayhook.config.settings import GroupPolicy
+from relayhook.config.templates import (
+    compile_body,
+    read_template_file,
+    report_unknown_names,
+    syntax_message,
+)
+from relayhook.config.yamlnodes import Problems, YMap
+from relayhook.route.templating import DIGEST_NAMES, compile_template, undeclared_names
+
+__all__ = ["DIGEST_KEYS", "read_digest", "read_group"]
+
+DIGEST_KEYS = ("digest_title", "digest_body", "digest_template")
+_GROUP_KEYS = {"key", "wait", "interval", "max"}
+
+
+def read_group(
+    rnode: YMap, where: str, allowed: set[str], problems: Problems
+) -> GroupPolicy | None:
+    """The rule's group settings, or None when it has none (or they are wrong)."""
+    if "group" not in rnode:
+        return None
+    label = f"{where}: group"
+    node = expect_map(rnode["group"], rnode.file, rnode.line_of("group"), label, problems)
+    if node is None:
+        return None
+    check_keys(node, _GROUP_KEYS, label, problems)
+    r = Reader(node, label, problems)
+    key = None
+    text = r.string("key")
+    if text is not None:
+        try:
+            key = compile_template(text, plain=True)
+        except jinja2.TemplateSyntaxError as e:
+            r.fail("key", f"template {syntax_message(e)}")
+        else:
+            report_unknown_names(
+                undeclared_names(text), allowed, node.file, node.line_of("key"), label, problems
+            )
+    wait = r.duration("wait", 30.0)
+    interval = r.duration("interval", 0.0) or None
+    most = r.integer("max", 0, minimum=1) if "max" in node else None
+    return GroupPolicy(key=key, wait=wait, interval=interval, max=most)
+
+
+def read_digest(
+    rnode: YMap,
+    where: str,
+    templates_dir: str,
+    html: bool,
+    grouped: bool,
+    problems: Problems,
+) -> tuple[jinja2.Template | None, jinja2.Template | None]:
+    """(digest title, digest body), each None for the default."""
+    given = [k for k in DIGEST_KEYS if k in rnode]
+    if given and not grouped:
+        problems.add(
+            rnode.file,
+            rnode.line_of(given[0]),
+            f"{where}: {given[0]} is for digests: give the rule a group",
+        )
+        return None, None
+    names = set(DIGEST_NAMES)
+    title = None
+    if "digest_title" in rnode:
+        title = _template(rnode, "digest_title", where, False, names, problems)
+    if "digest_body" in rnode and "digest_template" in rnode:
+        problems.add(
+            rnode.file, rnode.line, f"{where}: give digest_body or digest_template, not both"
+        )
+        return title, None
+    if "digest_body" in rnode:
+        return title, _template(rnode, "digest_body", where, html, names, problems)
+    if "digest_template" in rnode:
+        found = read_template_file(templates_dir, rnode, "digest_template", where, problems)
+        if found is not None:
+            text, path = found
+            label = f"{where}: digest_template"
+            return title, compile_body(text, path, 1, label, html, names, problems)
+    return title, None
+
+
+def _template(
+    rnode: YMap, key: str, where: str, html: bool, names: set[str], problems: Problems
+) -> jinja2.Template | None:
+    text = rnode[key]
+    if not isinstance(text, str):
+        problems.add(rnode.file, rnode.line_of(key), f"{where}: {key} must be a string")
+        return None
+    return compile_body(
+        text, rnode.file, rnode.value_line(key), f"{where}: {key}", html, names, problems
+    )

@@ -1,0 +1,141 @@
+"""Groups in SQLite: a message and its group membership commit together, and the time a
+group is due is stored, so a digest goes out once, on time, across SIGKILL and reload."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from relayhook.model import Grouping, Message
+from relayhook.store.base import Digest, DueGroup
+
+__all__ = ["close_group", "due_groups", "group_members", "join_group", "next_group_due"]
+
+
+def join_group(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -> int:
+    """The id of the open group m joins (made if there is none), counted and timed."""
+    g = m.grouping
+    assert g is not None
+    row = conn.execute(
+        "SELECT id, count FROM groups WHERE rule = ? AND destination = ? AND key = ?"
+        " AND state = 'open'",
+        (m.rule, m.destination, g.key),
+    ).fetchone()
+    if row is None:
+        due = _not_before(conn, m, g, now + g.wait)
+        cur = conn.execute(
+            "INSERT INTO groups (rule, destination, key, state, count, event_id, format,"
+            " severity, first_at, last_at, due_at, interval, reason)"
+            " VALUES (?, ?, ?, 'open', 1, ?, ?, ?, ?, ?, ?, ?, 'wait')",
+            (m.rule, m.destination, g.key, event_id, m.format, m.severity, now, now, due,
+             g.interval),
+        )  # fmt: skip
+        group_id, count = int(cur.lastrowid or 0), 1
+    else:
+        group_id, count = int(row[0]), int(row[1]) + 1
+        conn.execute(
+            "UPDATE groups SET count = ?, last_at = ? WHERE id = ?", (count, now, group_id)
+        )
+    if g.max is not None and count >= g.max:
+        # Full: it takes no more, and goes as soon as the interval allows.
+        conn.execute(
+            "UPDATE groups SET state = 'full', due_at = ?, reason = 'max' WHERE id = ?",
+            (_not_before(conn, m, g, now, group_id), group_id),
+        )
+    return group_id
+
+
+def _not_before(
+    conn: sqlite3.Connection, m: Message, g: Grouping, due: float, group_id: int = 0
+) -> float:
+    """due, or later: an interval after the key's last digest, sent or set to go (full)."""
+    if g.interval is None:
+        return due
+    last = conn.execute(
+        "SELECT MAX(COALESCE(sent_at, due_at)) FROM groups WHERE rule = ? AND destination = ?"
+        " AND key = ? AND state != 'open' AND id != ?",
+        (m.rule, m.destination, g.key, group_id),
+    ).fetchone()[0]
+    return due if last is None else max(due, float(last) + g.interval)
+
+
+def due_groups(conn: sqlite3.Connection, now: float, limit: int) -> list[DueGroup]:
+    rows = conn.execute(
+        "SELECT id, rule, destination, key, count, event_id, format, severity, first_at,"
+        " last_at, reason FROM groups WHERE state != 'sent' AND due_at <= ? ORDER BY due_at"
+        " LIMIT ?",
+        (now, limit),
+    )
+    return [DueGroup(*row) for row in rows]
+
+
+def next_group_due(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute("SELECT MIN(due_at) FROM groups WHERE state != 'sent'").fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def group_members(conn: sqlite3.Connection, group_id: int, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` messages of a group, in arrival order, as a digest lists them."""
+    return [
+        {
+            "delivery_id": row["id"],
+            "title": row["title"],
+            "body": row["body"],
+            "event_id": row["event_id"],
+            "event_type": row["event_type"],
+            "source": row["source"],
+            "received_at": row["received_at"],
+            "item": json.loads(row["item"]) if row["item"] is not None else None,
+        }
+        for row in conn.execute(
+            "SELECT d.id, d.title, d.body, d.event_id, e.event_type, e.source, e.received_at,"
+            " d.item FROM deliveries d JOIN events e ON e.id = d.event_id"
+            " WHERE d.group_id = ? ORDER BY d.id LIMIT ?",
+            (group_id, limit),
+        )
+    ]
+
+
+def close_group(
+    conn: sqlite3.Connection, group: DueGroup, digest: Digest | None, now: float
+) -> int | None:
+    """Send a due group once: its digest as a new delivery (failed when it did not
+    render), or its only message as itself when digest is None. The delivery that goes,
+    or None when the group was sent already."""
+    cur = conn.execute(
+        "UPDATE groups SET state = 'sent', sent_at = ? WHERE id = ? AND state != 'sent'",
+        (now, group.id),
+    )
+    if cur.rowcount != 1:
+        return None
+    # Sent later than it was due (a busy or stopped daemon): the key's next groups keep
+    # their interval from now, not from when this one was due.
+    conn.execute(
+        "UPDATE groups SET due_at = MAX(due_at, ? + interval) WHERE rule = ? AND"
+        " destination = ? AND key = ? AND state != 'sent' AND interval IS NOT NULL",
+        (now, group.rule, group.destination, group.key),
+    )
+    if digest is None:
+        row = conn.execute(
+            "SELECT id FROM deliveries WHERE group_id = ? ORDER BY id LIMIT 1", (group.id,)
+        ).fetchone()
+        digest_id = int(row[0])
+        conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ?"
+            " WHERE id = ? AND state = 'grouped'",
+            (now, now, digest_id),
+        )
+    else:
+        state = "failed" if digest.error else "pending"
+        cur = conn.execute(
+            "INSERT INTO deliveries (event_id, rule, destination, title, body, format, severity,"
+            " state, next_attempt_at, created_at, updated_at, last_error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (group.event_id, group.rule, group.destination, digest.title, digest.body,
+             digest.format, group.severity, state, None if digest.error else now, now, now,
+             digest.error),
+        )  # fmt: skip
+        digest_id = int(cur.lastrowid or 0)
+    conn.execute("UPDATE groups SET digest_id = ? WHERE id = ?", (digest_id, group.id))
+    return digest_id
