@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,20 @@ def test_dry_run_shows_the_group_each_message_joins(tmp_path: Path, sink: HTTPSi
     path.write_text(json.dumps(readings(1, "65a7", count=2)))
     result = run_relayhook("test", str(path), "--config", str(config))
     assert result.stdout.count("          grouped: key '65a7', waits 30s for company") == 2
+
+
+def test_a_reload_keeps_a_waiting_group_and_its_time(tmp_path: Path, sink: HTTPSink) -> None:
+    config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "3s"})
+    rules = tmp_path / "rules" / "meter.yaml"
+    with running(config) as d:
+        for n in range(3):
+            d.post(readings(n, "65a7"))
+        posted = time.monotonic()
+        rules.write_text(rules.read_text().replace("readings for meter", "new readings for"))
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(sent(sink)) == 1, 10, "the digest after the reload")
+        arrived = time.monotonic()
+        time.sleep(1.0)
+    assert [m["title"] for m in sent(sink)] == ["3 new readings for 65a7 (wait)"]
+    assert 2.5 <= arrived - posted <= 5.0, arrived - posted
