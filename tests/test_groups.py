@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from conftest import run_relayhook
 from support import HTTPSink, db_rows, running, wait_for
 from test_daemon import make_config
@@ -165,3 +167,41 @@ def test_a_reload_keeps_a_waiting_group_and_its_time(tmp_path: Path, sink: HTTPS
         time.sleep(1.0)
     assert [m["title"] for m in sent(sink)] == ["3 new readings for 65a7 (wait)"]
     assert 2.5 <= arrived - posted <= 5.0, arrived - posted
+
+
+def test_a_throttle_sends_the_limit_then_one_digest_at_the_window_end(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    config = group_config(tmp_path, sink, {"wait": "1s"})
+    rules = tmp_path / "rules" / "meter.yaml"
+    doc = yaml.safe_load(rules.read_text())
+    rule = doc["rules"][0]
+    del rule["group"]
+    rule["throttle"] = {"key": "{{ item.meter_id }}", "limit": 2, "per": "5s"}
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with running(config) as d:
+        started = time.monotonic()
+        for n in range(7):
+            d.post(readings(n, "65a7"))
+        wait_for(lambda: len(sent(sink)) == 2, 10, "the two under the limit")
+        assert time.monotonic() - started < 3.0
+        wait_for(lambda: len(sent(sink)) == 3, 10, "the digest at the window's end")
+        ended = time.monotonic()
+        time.sleep(1.0)
+    titles = [m["title"] for m in sent(sink)]
+    assert titles == ["65a7 t0.0", "65a7 t1.0", "5 readings for meter 65a7 (throttle)"]
+    assert 4.0 <= ended - started <= 8.0, ended - started
+    assert sent(sink)[2]["body"].splitlines() == [f"- 65a7 t{n}.0" for n in range(2, 7)]
+
+
+def test_a_throttle_needs_its_limit_and_window(tmp_path: Path, sink: HTTPSink) -> None:
+    config = group_config(tmp_path, sink, {"wait": "1s"})
+    rules = tmp_path / "rules" / "meter.yaml"
+    doc = yaml.safe_load(rules.read_text())
+    rule = doc["rules"][0]
+    del rule["group"]
+    rule["throttle"] = {"limit": 2}
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_relayhook("check", "--config", str(config))
+    assert result.returncode == 1
+    assert "rule 'meter-data': throttle: missing required key 'per'" in result.stderr

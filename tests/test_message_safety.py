@@ -432,6 +432,7 @@ def test_dry_run_shows_the_escaped_message_and_severity(tmp_path: Path) -> None:
         "severity": "warning",
         "silenced_by": None,
         "group": None,
+        "throttle": None,
         "error": None,
     }
 

@@ -25,6 +25,7 @@ __all__ = [
     "NewEvent",
     "Outcome",
     "Routing",
+    "Throttling",
 ]
 
 
@@ -85,6 +86,17 @@ class Message:
     item: Any = None  # the for_each item it was made from
     silence_id: int | None = None  # the silence that muted it
     grouping: Grouping | None = None  # the group it joins instead of going alone
+    throttle: Throttling | None = None  # the limit it counts against
+
+
+@dataclass(frozen=True, slots=True)
+class Throttling:
+    """A rule's throttle for one message: past `limit` in a window of `per` seconds from
+    the key's first message, messages wait for the window's end and go as one digest."""
+
+    key: str
+    limit: int
+    per: float
 
 
 @dataclass(frozen=True, slots=True)

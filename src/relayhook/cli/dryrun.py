@@ -153,6 +153,7 @@ def _as_json(
                         "severity": m.severity,
                         "silenced_by": muted[id(m)].id if id(m) in muted else None,
                         "group": m.grouping.key if m.grouping is not None else None,
+                        "throttle": m.throttle.key if m.throttle is not None else None,
                         "error": m.error,
                     }
                     for m in o.messages
@@ -186,6 +187,14 @@ def _as_text(event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence
                 silence = muted[id(m)]
                 matchers = " ".join(str(x) for x in silence.matchers)
                 lines.append(f"          silenced by silence {silence.id}: {matchers}")
+            if id(m) not in muted and m.throttle is not None:
+                t = m.throttle
+                lines.append(
+                    f"          throttled: key {t.key!r}, {t.limit} per {t.per:g}s;"
+                    " past that, held for one digest at the window's end"
+                )
+            if id(m) in muted:
+                pass
             elif m.grouping is not None:
                 g = m.grouping
                 lines.append(

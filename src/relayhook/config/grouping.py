@@ -6,7 +6,7 @@ from __future__ import annotations
 import jinja2
 
 from relayhook.config.reader import Reader, check_keys, expect_map
-from relayhook.config.settings import GroupPolicy
+from relayhook.config.settings import GroupPolicy, ThrottlePolicy
 from relayhook.config.templates import (
     compile_body,
     read_template_file,
@@ -16,10 +16,11 @@ from relayhook.config.templates import (
 from relayhook.config.yamlnodes import Problems, YMap
 from relayhook.route.templating import DIGEST_NAMES, compile_template, undeclared_names
 
-__all__ = ["DIGEST_KEYS", "read_digest", "read_group"]
+__all__ = ["DIGEST_KEYS", "read_digest", "read_group", "read_throttle"]
 
 DIGEST_KEYS = ("digest_title", "digest_body", "digest_template")
 _GROUP_KEYS = {"key", "wait", "interval", "max"}
+_THROTTLE_KEYS = {"key", "limit", "per"}
 
 
 def read_group(
@@ -34,21 +35,53 @@ def read_group(
         return None
     check_keys(node, _GROUP_KEYS, label, problems)
     r = Reader(node, label, problems)
-    key = None
-    text = r.string("key")
-    if text is not None:
-        try:
-            key = compile_template(text, plain=True)
-        except jinja2.TemplateSyntaxError as e:
-            r.fail("key", f"template {syntax_message(e)}")
-        else:
-            report_unknown_names(
-                undeclared_names(text), allowed, node.file, node.line_of("key"), label, problems
-            )
+    key = _key(r, node, label, allowed, problems)
     wait = r.duration("wait", 30.0)
     interval = r.duration("interval", 0.0) or None
     most = r.integer("max", 0, minimum=1) if "max" in node else None
     return GroupPolicy(key=key, wait=wait, interval=interval, max=most)
+
+
+def read_throttle(
+    rnode: YMap, where: str, allowed: set[str], problems: Problems
+) -> ThrottlePolicy | None:
+    """The rule's throttle, or None when it has none (or it is wrong)."""
+    if "throttle" not in rnode:
+        return None
+    label = f"{where}: throttle"
+    node = expect_map(rnode["throttle"], rnode.file, rnode.line_of("throttle"), label, problems)
+    if node is None:
+        return None
+    check_keys(node, _THROTTLE_KEYS, label, problems)
+    r = Reader(node, label, problems)
+    for required in ("limit", "per"):
+        if required not in node:
+            problems.add(node.file, node.line, f"{label}: missing required key '{required}'")
+            return None
+    key = _key(r, node, label, allowed, problems)
+    limit = r.integer("limit", 1, minimum=1)
+    per = r.duration("per", 0.0)
+    if per <= 0:
+        r.fail("per", "must be longer than 0s")
+        return None
+    return ThrottlePolicy(key=key, limit=limit, per=per)
+
+
+def _key(
+    r: Reader, node: YMap, label: str, allowed: set[str], problems: Problems
+) -> jinja2.Template | None:
+    text = r.string("key")
+    if text is None:
+        return None
+    try:
+        key = compile_template(text, plain=True)
+    except jinja2.TemplateSyntaxError as e:
+        r.fail("key", f"template {syntax_message(e)}")
+        return None
+    report_unknown_names(
+        undeclared_names(text), allowed, node.file, node.line_of("key"), label, problems
+    )
+    return key
 
 
 def read_digest(
@@ -65,7 +98,7 @@ def read_digest(
         problems.add(
             rnode.file,
             rnode.line_of(given[0]),
-            f"{where}: {given[0]} is for digests: give the rule a group",
+            f"{where}: {given[0]} is for digests: give the rule a group or a throttle",
         )
         return None, None
     names = set(DIGEST_NAMES)

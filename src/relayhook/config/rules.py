@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from relayhook.config.grouping import read_digest, read_group
+from relayhook.config.grouping import read_digest, read_group, read_throttle
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
 from relayhook.config.templates import (
@@ -42,6 +42,7 @@ _RULE_KEYS = {
     "stop",
     "severity",
     "group",
+    "throttle",
     "digest_title",
     "digest_body",
     "digest_template",
@@ -246,9 +247,9 @@ def _load_rule(
         stop = False
     severity = _read_severity(rnode, where, allowed, problems)
     group = read_group(rnode, where, allowed, problems)
-    digest_title, digest_body = read_digest(
-        rnode, where, templates_dir, html, "group" in rnode, problems
-    )
+    throttle = read_throttle(rnode, where, allowed, problems)
+    digested = "group" in rnode or "throttle" in rnode
+    digest_title, digest_body = read_digest(rnode, where, templates_dir, html, digested, problems)
     if body is None or severity is None or (title is None and "title" in rnode):
         return None
     return Rule(
@@ -266,6 +267,7 @@ def _load_rule(
         stop=stop,
         severity=severity,
         group=group,
+        throttle=throttle,
         digest_title=digest_title,
         digest_body=digest_body,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "RetryPolicy",
     "Rule",
     "Source",
+    "ThrottlePolicy",
     "WebhookDestination",
 ]
 
@@ -175,6 +176,15 @@ class GroupPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    """A rule's `throttle:`: at most `limit` messages per key per `per` seconds at once."""
+
+    key: jinja2.Template | None
+    limit: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule: match an event, render a message, send it to destinations."""
 
@@ -192,6 +202,7 @@ class Rule:
     stop: bool
     severity: jinja2.Template  # renders to one of SEVERITIES; most are a fixed word
     group: GroupPolicy | None = None
+    throttle: ThrottlePolicy | None = None
     digest_title: jinja2.Template | None = None  # None: the default digest title
     digest_body: jinja2.Template | None = None  # None: the default digest body
 

@@ -80,7 +80,8 @@ def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str
         "messages": messages,
         "count": group.count,
         "omitted": group.count - len(messages),
-        "key": group.key,
+        # A throttle holds messages in a group of its own, named apart from the rule's.
+        "key": group.key.removeprefix("throttle:") if group.reason == "throttle" else group.key,
         "rule": group.rule,
         "destination": group.destination,
         "first_at": _iso(group.first_at),
@@ -161,7 +162,8 @@ class GroupStage:
         if delivery is None:
             return
         if digest is not None:
-            self.metrics.suppressed.labels(group.destination, "grouped").inc(group.count)
+            why = "throttled" if group.reason == "throttle" else "grouped"
+            self.metrics.suppressed.labels(group.destination, why).inc(group.count)
         logger.info(
             "group %s of rule %s (key %r): %d message%s as delivery %s (%s)",
             group.id,

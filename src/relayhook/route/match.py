@@ -14,7 +14,7 @@ from typing import Any
 
 from relayhook.config.settings import SEVERITIES, AppriseDestination, Destination, Rule
 from relayhook.errors import kind_of
-from relayhook.model import Event, Grouping, Message
+from relayhook.model import Event, Grouping, Message, Throttling
 from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.escape import Family, escaper_for
@@ -93,7 +93,16 @@ def _render_for(
         severity=severity,
         item=ctx.get("item"),
         grouping=grouping,
+        throttle=_throttling(rule, ctx),
     )
+
+
+def _throttling(rule: Rule, ctx: dict[str, Any]) -> Throttling | None:
+    throttle = rule.throttle
+    if throttle is None:
+        return None
+    key = throttle.key.render(ctx).strip() if throttle.key is not None else ""
+    return Throttling(key, throttle.limit, throttle.per)
 
 
 def _grouping(rule: Rule, ctx: dict[str, Any]) -> Grouping | None:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from relayhook.model import DeliveryState, Event, Message, Routing
-from relayhook.store.sqlite.groups import join_group
+from relayhook.store.sqlite.groups import join_group, throttled
 
 __all__ = ["events_to_route", "insert_events", "save_routings"]
 
@@ -81,6 +81,7 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
     )
     if cur.rowcount != 1:
         return False
+    placed = [(m, *_place(conn, routing.event_id, m, now)) for m in routing.messages]
     conn.executemany(
         "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
         " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
@@ -102,24 +103,30 @@ def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> boo
                 m.severity,
                 m.silence_id,
                 None if m.item is None else _encode(m.item).decode(),
-                join_group(conn, routing.event_id, m, now)
-                if state is DeliveryState.GROUPED
-                else None,
+                group_id,
             )
-            for m, state in ((m, _state_of(m)) for m in routing.messages)
+            for m, state, group_id in placed
         ],
     )
     return True
 
 
-def _state_of(message: Message) -> DeliveryState:
-    if message.error:
-        return DeliveryState.FAILED
-    if message.silence_id is not None:
-        return DeliveryState.SILENCED
-    if message.grouping is not None:
-        return DeliveryState.GROUPED
-    return DeliveryState.PENDING
+def _place(
+    conn: sqlite3.Connection, event_id: int, m: Message, now: float
+) -> tuple[DeliveryState, int | None]:
+    """Where a message goes, in the noise stages' order: failed, silenced, held by its
+    throttle, folded into its group, or due now. (state, the group it joined)."""
+    if m.error:
+        return DeliveryState.FAILED, None
+    if m.silence_id is not None:
+        return DeliveryState.SILENCED, None
+    if m.throttle is not None:
+        held = throttled(conn, event_id, m, now)
+        if held is not None:
+            return DeliveryState.GROUPED, held
+    if m.grouping is not None:
+        return DeliveryState.GROUPED, join_group(conn, event_id, m, now)
+    return DeliveryState.PENDING, None
 
 
 def save_routings(conn: sqlite3.Connection, routings: Sequence[Routing], now: float) -> list[bool]:

@@ -10,12 +10,27 @@ from typing import Any
 from relayhook.model import Grouping, Message
 from relayhook.store.base import Digest, DueGroup
 
-__all__ = ["close_group", "due_groups", "group_members", "join_group", "next_group_due"]
+__all__ = [
+    "close_group",
+    "due_groups",
+    "group_members",
+    "join_group",
+    "next_group_due",
+    "throttled",
+]
 
 
-def join_group(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -> int:
-    """The id of the open group m joins (made if there is none), counted and timed."""
-    g = m.grouping
+def join_group(
+    conn: sqlite3.Connection,
+    event_id: int,
+    m: Message,
+    now: float,
+    g: Grouping | None = None,
+    reason: str = "wait",
+) -> int:
+    """The id of the open group m joins (made if there is none), counted and timed; by
+    m's own grouping unless g is given (a throttle's hold)."""
+    g = g or m.grouping
     assert g is not None
     row = conn.execute(
         "SELECT id, count FROM groups WHERE rule = ? AND destination = ? AND key = ?"
@@ -27,9 +42,9 @@ def join_group(conn: sqlite3.Connection, event_id: int, m: Message, now: float) 
         cur = conn.execute(
             "INSERT INTO groups (rule, destination, key, state, count, event_id, format,"
             " severity, first_at, last_at, due_at, interval, reason)"
-            " VALUES (?, ?, ?, 'open', 1, ?, ?, ?, ?, ?, ?, ?, 'wait')",
+            " VALUES (?, ?, ?, 'open', 1, ?, ?, ?, ?, ?, ?, ?, ?)",
             (m.rule, m.destination, g.key, event_id, m.format, m.severity, now, now, due,
-             g.interval),
+             g.interval, reason),
         )  # fmt: skip
         group_id, count = int(cur.lastrowid or 0), 1
     else:
@@ -139,3 +154,28 @@ def close_group(
         digest_id = int(cur.lastrowid or 0)
     conn.execute("UPDATE groups SET digest_id = ? WHERE id = ?", (digest_id, group.id))
     return digest_id
+
+
+def throttled(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -> int | None:
+    """Count m against its throttle: None while under the limit, else the group it is held
+    in until its window ends (one digest, reason 'throttle')."""
+    t = m.throttle
+    assert t is not None
+    row = conn.execute(
+        "SELECT window_start, count FROM throttles WHERE rule = ? AND destination = ? AND key = ?",
+        (m.rule, m.destination, t.key),
+    ).fetchone()
+    if row is None or now >= float(row[0]) + t.per:
+        start, count = now, 1
+    else:
+        start, count = float(row[0]), int(row[1]) + 1
+    conn.execute(
+        "INSERT INTO throttles (rule, destination, key, window_start, count)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (rule, destination, key)"
+        " DO UPDATE SET window_start = excluded.window_start, count = excluded.count",
+        (m.rule, m.destination, t.key, start, count),
+    )
+    if count <= t.limit:
+        return None
+    hold = Grouping(f"throttle:{t.key}", start + t.per - now, None, None)
+    return join_group(conn, event_id, m, now, hold, reason="throttle")

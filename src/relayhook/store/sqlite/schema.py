@@ -149,6 +149,21 @@ def m006_groups(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m007_throttles(db: sqlite_utils.Database) -> None:
+    # The window each throttle key is in: from its first message, `per` seconds long.
+    db.execute(
+        """CREATE TABLE throttles (
+            rule TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            key TEXT NOT NULL,
+            window_start REAL NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (rule, destination, key)
+        )"""
+    )
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
