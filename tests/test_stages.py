@@ -1018,3 +1018,28 @@ def test_escape_filters_people_and_terminals(tmp_path: Path) -> None:
     (con,) = got["console"].messages
     assert "\x1b" not in con.body and "\x07" not in con.body
     assert con.body.startswith("@alice [x](https://evil.example) \\x1b]8;;")
+
+
+THROTTLE_RULES = {
+    "t.yaml": """\
+        event: customer.created
+        rules:
+          - name: throttled
+            to: ops-slack
+            body: "x"
+            throttle: {key: "{{ payload.missing.deeper }}", limit: 1, per: 1m}
+          - name: plain
+            to: ops-slack
+            body: "y"
+        """,
+}
+
+
+def test_a_throttle_key_that_fails_fails_its_rule_alone(tmp_path: Path) -> None:
+    # Its key was rendered outside the rule's error handling: one bad key unrouted the
+    # whole event.
+    config = load(tmp_path, THROTTLE_RULES)
+    got = outcomes(config, event("customer.created", {"payload": {}}))
+    (bad,) = got["throttled"].messages
+    assert bad.error is not None and "missing" in bad.error
+    assert [m.body for m in got["plain"].messages] == ["y"]

@@ -16,7 +16,7 @@ from relayhook.errors import EventError
 from relayhook.model import Event
 from relayhook.receive.parse import event_type_of, parse_body
 from relayhook.route.match import RuleOutcome, route
-from relayhook.route.silence import Silence, SilenceFacts, silencing
+from relayhook.route.silence import Silence, facts_of, silencing
 from relayhook.store.base import Store
 
 __all__ = ["test_command"]
@@ -115,14 +115,12 @@ def _silenced(config: Config, event: Event, outcomes: list[RuleOutcome]) -> dict
     silences, _ = with_log(config.path, read)
     if not silences:
         return {}
-    payload = event.body.get("payload") if isinstance(event.body, dict) else None
     found = {}
     for o in outcomes:
         for m in o.messages:
-            facts = SilenceFacts(
-                event.source, event.event_type, m.rule, m.destination, payload, m.item
+            silence = (
+                silencing(silences, facts_of(event, m), time.time()) if m.error is None else None
             )
-            silence = silencing(silences, facts, time.time()) if m.error is None else None
             if silence is not None:
                 found[id(m)] = silence
     return found

@@ -27,15 +27,11 @@ def read_group(
     rnode: YMap, where: str, allowed: set[str], problems: Problems
 ) -> GroupPolicy | None:
     """The rule's group settings, or None when it has none (or they are wrong)."""
-    if "group" not in rnode:
+    found = _section(rnode, "group", _GROUP_KEYS, where, problems)
+    if found is None:
         return None
-    label = f"{where}: group"
-    node = expect_map(rnode["group"], rnode.file, rnode.line_of("group"), label, problems)
-    if node is None:
-        return None
-    check_keys(node, _GROUP_KEYS, label, problems)
-    r = Reader(node, label, problems)
-    key = _key(r, node, label, allowed, problems)
+    node, r = found
+    key = _key(r, node, allowed, problems)
     wait = r.duration("wait", 30.0)
     interval = r.duration("interval", 0.0) or None
     most = r.integer("max", 0, minimum=1) if "max" in node else None
@@ -46,19 +42,15 @@ def read_throttle(
     rnode: YMap, where: str, allowed: set[str], problems: Problems
 ) -> ThrottlePolicy | None:
     """The rule's throttle, or None when it has none (or it is wrong)."""
-    if "throttle" not in rnode:
+    found = _section(rnode, "throttle", _THROTTLE_KEYS, where, problems)
+    if found is None:
         return None
-    label = f"{where}: throttle"
-    node = expect_map(rnode["throttle"], rnode.file, rnode.line_of("throttle"), label, problems)
-    if node is None:
-        return None
-    check_keys(node, _THROTTLE_KEYS, label, problems)
-    r = Reader(node, label, problems)
+    node, r = found
     for required in ("limit", "per"):
         if required not in node:
-            problems.add(node.file, node.line, f"{label}: missing required key '{required}'")
+            problems.add(node.file, node.line, f"{r.where}: missing required key '{required}'")
             return None
-    key = _key(r, node, label, allowed, problems)
+    key = _key(r, node, allowed, problems)
     limit = r.integer("limit", 1, minimum=1)
     per = r.duration("per", 0.0)
     if per <= 0:
@@ -67,9 +59,21 @@ def read_throttle(
     return ThrottlePolicy(key=key, limit=limit, per=per)
 
 
-def _key(
-    r: Reader, node: YMap, label: str, allowed: set[str], problems: Problems
-) -> jinja2.Template | None:
+def _section(
+    rnode: YMap, name: str, keys: set[str], where: str, problems: Problems
+) -> tuple[YMap, Reader] | None:
+    """The rule's mapping under name with a reader for it; None when absent or wrong."""
+    if name not in rnode:
+        return None
+    label = f"{where}: {name}"
+    node = expect_map(rnode[name], rnode.file, rnode.line_of(name), label, problems)
+    if node is None:
+        return None
+    check_keys(node, keys, label, problems)
+    return node, Reader(node, label, problems)
+
+
+def _key(r: Reader, node: YMap, allowed: set[str], problems: Problems) -> jinja2.Template | None:
     text = r.string("key")
     if text is None:
         return None
@@ -79,7 +83,7 @@ def _key(
         r.fail("key", f"template {syntax_message(e)}")
         return None
     report_unknown_names(
-        undeclared_names(text), allowed, node.file, node.line_of("key"), label, problems
+        undeclared_names(text), allowed, node.file, node.line_of("key"), r.where, problems
     )
     return key
 

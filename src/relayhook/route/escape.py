@@ -24,7 +24,14 @@ import re
 from collections.abc import Callable
 from enum import StrEnum
 
-__all__ = ["Family", "escaper_for", "family_of", "neutralise_mentions", "show_controls"]
+__all__ = [
+    "Escaper",
+    "Family",
+    "escaper_for",
+    "family_of",
+    "neutralise_mentions",
+    "show_controls",
+]
 
 Escaper = Callable[[str], str]
 

@@ -14,16 +14,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
-from relayhook.config.settings import AppriseDestination, Config, Rule
+from relayhook.config.settings import Config, Rule
 from relayhook.ops.metrics import Metrics
 from relayhook.route.budget import RenderTimeout, budget
-from relayhook.route.escape import Family, escaper_for
+from relayhook.route.match import escapers, iso_time
 from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
 
@@ -45,19 +44,12 @@ _BODY_HTML = compile_template(
 )
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str, Any]]) -> Digest:
     """The digest of a group, escaped for its destination like any message."""
     rule = next((r for r in config.rules if r.name == group.rule), None)
     dest = config.destinations.get(group.destination)
     fmt = group.format
-    family = dest.escaping() if dest is not None else Family.OTHER
-    sent_as = dest.format if isinstance(dest, AppriseDestination) else None
-    title_escape = escaper_for(family, fmt, sent_as=sent_as, title=True)
-    body_escape = escaper_for(family, fmt, sent_as=sent_as)
+    title_escape, body_escape = escapers(dest, fmt)
     # Each message was escaped for this destination when it was made: as it is where
     # the digest escapes alike, else once more as data (a Slack title is escaped by
     # apprise, not by us, and must not reach a Markdown body raw).
@@ -71,7 +63,7 @@ def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str
             "event_id": m["event_id"],
             "event_type": m["event_type"],
             "source": m["source"],
-            "received_at": _iso(m["received_at"]),
+            "received_at": iso_time(m["received_at"]),
             "item": m["item"],
         }
         for m in members
@@ -84,8 +76,8 @@ def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str
         "key": group.key.removeprefix("throttle:") if group.reason == "throttle" else group.key,
         "rule": group.rule,
         "destination": group.destination,
-        "first_at": _iso(group.first_at),
-        "last_at": _iso(group.last_at),
+        "first_at": iso_time(group.first_at),
+        "last_at": iso_time(group.last_at),
         "reason": group.reason,
     }
     title_t, body_t = _templates(rule, fmt)

@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import jinja2
+
 from relayhook.config.settings import SEVERITIES, AppriseDestination, Destination, Rule
 from relayhook.errors import kind_of
 from relayhook.model import Event, Grouping, Message, Throttling
 from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.route.budget import RenderTimeout, budget
-from relayhook.route.escape import Family, escaper_for
+from relayhook.route.escape import Escaper, Family, escaper_for
 from relayhook.route.templating import ESCAPE, describe_error
 
-__all__ = ["RuleOutcome", "context_of", "route"]
+__all__ = ["RuleOutcome", "context_of", "escapers", "iso_time", "route"]
 
 
 def context_of(event: Event) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def context_of(event: Event) -> dict[str, Any]:
         "payload": body.get("payload") if isinstance(body, Mapping) else None,
         "event_type": event.event_type,
         "source": event.source,
-        "received_at": _iso(event.received_at),
+        "received_at": iso_time(event.received_at),
         "headers": {k: v for k, v in event.headers.items() if k.lower() not in CREDENTIAL_HEADERS},
     }
 
@@ -64,23 +66,20 @@ def _render_for(
 ) -> Message:
     """One message: data escaped for this destination and format, then shaped by it."""
     fmt = rule.format
-    family = dest.escaping() if dest is not None else Family.OTHER
-    sent_as = dest.format if isinstance(dest, AppriseDestination) else None
+    title_escape, body_escape = escapers(dest, fmt)
     try:
         severity = _severity(rule, ctx)
         title = (
-            rule.title.render(
-                {**ctx, ESCAPE: escaper_for(family, fmt, sent_as=sent_as, title=True)}
-            ).strip()
+            rule.title.render({**ctx, ESCAPE: title_escape}).strip()
             if rule.title is not None
             else ""
         )
-        body = rule.body.render({**ctx, ESCAPE: escaper_for(family, fmt, sent_as=sent_as)})
-        body = body.strip()
+        body = rule.body.render({**ctx, ESCAPE: body_escape}).strip()
         if dest is not None:
             context = {**ctx, "rule": rule.name, "severity": severity}
             body, fmt = dest.shape(title, body, fmt, context)
         grouping = _grouping(rule, ctx)
+        throttle = _throttling(rule, ctx)
     except Exception as e:  # noqa: BLE001 - any template failure is the rule's, never the relay's
         return Message(rule.name, dest_name, index, "", "", rule.format, error=describe_error(e))
     return Message(
@@ -93,24 +92,37 @@ def _render_for(
         severity=severity,
         item=ctx.get("item"),
         grouping=grouping,
-        throttle=_throttling(rule, ctx),
+        throttle=throttle,
     )
+
+
+def escapers(dest: Destination | None, fmt: str) -> tuple[Escaper | None, Escaper | None]:
+    """How data is escaped in the title and in the body of a message of format fmt to
+    dest (a rule's message or a group's digest alike)."""
+    family = dest.escaping() if dest is not None else Family.OTHER
+    sent_as = dest.format if isinstance(dest, AppriseDestination) else None
+    return (
+        escaper_for(family, fmt, sent_as=sent_as, title=True),
+        escaper_for(family, fmt, sent_as=sent_as),
+    )
+
+
+def _key(template: jinja2.Template | None, ctx: dict[str, Any]) -> str:
+    return template.render(ctx).strip() if template is not None else ""
 
 
 def _throttling(rule: Rule, ctx: dict[str, Any]) -> Throttling | None:
     throttle = rule.throttle
     if throttle is None:
         return None
-    key = throttle.key.render(ctx).strip() if throttle.key is not None else ""
-    return Throttling(key, throttle.limit, throttle.per)
+    return Throttling(_key(throttle.key, ctx), throttle.limit, throttle.per)
 
 
 def _grouping(rule: Rule, ctx: dict[str, Any]) -> Grouping | None:
     group = rule.group
     if group is None:
         return None
-    key = group.key.render(ctx).strip() if group.key is not None else ""
-    return Grouping(key, group.wait, group.interval, group.max)
+    return Grouping(_key(group.key, ctx), group.wait, group.interval, group.max)
 
 
 def _failed(rule: Rule, error: str) -> list[Message]:
@@ -213,5 +225,6 @@ def _evaluate(
     return outcome
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
+    """A Unix time as templates see it: ISO 8601 UTC with milliseconds and Z."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,11 +13,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from relayhook.model import Event, Routing
+from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
-from relayhook.route.silence import Silence, SilenceFacts, silencing
+from relayhook.route.silence import Silence, facts_of, silencing
 from relayhook.store.base import Store
 
 __all__ = ["Silences"]
@@ -61,17 +60,10 @@ class Silences:
             out.append(Routing(routing.event_id, messages))
         return out
 
-    def _check(self, silences: Sequence[Silence], event: Event, message: Any, now: float) -> Any:
-        body = event.body
-        facts = SilenceFacts(
-            event.source,
-            event.event_type,
-            message.rule,
-            message.destination,
-            body.get("payload") if isinstance(body, Mapping) else None,
-            message.item,
-        )
-        found = silencing(silences, facts, now)
+    def _check(
+        self, silences: Sequence[Silence], event: Event, message: Message, now: float
+    ) -> Message:
+        found = silencing(silences, facts_of(event, message), now)
         if found is None:
             return message
         return dataclasses.replace(message, silence_id=found.id)  # counted once saved

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Matcher", "Silence", "SilenceFacts", "parse_matcher", "silencing"]
+from relayhook.model import Event, Message
+
+__all__ = ["Matcher", "Silence", "SilenceFacts", "facts_of", "parse_matcher", "silencing"]
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(=~|!~|!=|=)(.*)$", re.DOTALL)
 _FIELDS = ("source", "event_type", "rule", "destination")
@@ -88,6 +90,15 @@ class SilenceFacts:
             else:
                 return _MISSING
         return node
+
+
+def facts_of(event: Event, message: Message) -> SilenceFacts:
+    """What matchers look at in a message made of event."""
+    body = event.body
+    payload = body.get("payload") if isinstance(body, Mapping) else None
+    return SilenceFacts(
+        event.source, event.event_type, message.rule, message.destination, payload, message.item
+    )
 
 
 def _text(value: Any) -> str:
