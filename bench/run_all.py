@@ -15,6 +15,7 @@ SUITE = [
     ["slow.py"],
     ["memory.py", "--settle", "20"],
     ["latency.py", "--seconds", "20"],
+    ["groups.py", "--seconds", "8", "--rounds", "3"],
 ]
 
 

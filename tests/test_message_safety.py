@@ -433,6 +433,7 @@ def test_dry_run_shows_the_escaped_message_and_severity(tmp_path: Path) -> None:
         "silenced_by": None,
         "group": None,
         "throttle": None,
+        "quiet_until": None,
         "error": None,
     }
 

@@ -30,6 +30,7 @@ from relayhook.model import (
     Message,
     NewEvent,
     Routing,
+    Throttling,
 )
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import Digest, DueGroup, PruneResult, Store, StoreBusy
@@ -1871,6 +1872,157 @@ def test_prune(store: Store) -> None:
 
 def test_prune_on_an_empty_store(store: Store) -> None:
     assert run(store.prune(T0)) == PruneResult(0, 0, 0)
+
+
+# -- throttles and quiet hours -----------------------------------------------------------
+# A throttle counts a key's messages in fixed windows from the key's first message; past
+# its limit they wait in a group of their own until the window ends. Quiet hours hold
+# what would go now in one group per (rule, destination) until they end.
+
+
+def throttled(
+    key: str, destination: str = "slack", *, limit: int = 2, per: float = 10.0, **kw: Any
+) -> Message:
+    """A message of r1 counted against the throttle of `key`; grouped too with group=KEY."""
+    group = kw.pop("group", None)
+    return replace(
+        message(destination),
+        throttle=Throttling(key, limit, per),
+        grouping=None if group is None else Grouping(group, WAIT, None, None),
+        **kw,
+    )
+
+
+def test_throttle_counts_a_window_and_holds_the_rest_until_its_end(store: Store) -> None:
+    async def go() -> None:
+        _, (a,) = await routed(store, "e1", [throttled("db")], at=T0)
+        _, (b,) = await routed(store, "e2", [throttled("db")], at=T0 + 1)
+        # Another key and another destination count on their own.
+        _, (c,) = await routed(store, "e3", [throttled("web")], at=T0 + 2)
+        _, (d,) = await routed(store, "e4", [throttled("db", "pager")], at=T0 + 2)
+        e3, (h1,) = await routed(store, "e5", [throttled("db")], at=T0 + 3)
+        _, (h2,) = await routed(store, "e6", [throttled("db")], at=T0 + 9.5)
+        states = [(await store.get_delivery(i) or {})["state"] for i in (a, b, c, d, h1, h2)]
+        assert states == ["pending"] * 4 + ["grouped"] * 2
+        # Held until the window (from T0, the key's first message) ends.
+        (g,) = await unsent_groups(store)
+        assert (g.key, g.count, g.event_id, g.reason) == ("throttle:db", 2, e3, "throttle")
+        assert (g.first_at, g.last_at) == (T0 + 3, T0 + 9.5)
+        assert await store.next_group_due() == T0 + 10
+        assert await store.due_groups(T0 + 9.9, 10) == []
+        assert await store.due_groups(T0 + 10, 10) == [g]
+        held = await store.get_delivery(h1)
+        assert held is not None and held["group"] is not None
+        assert pick(held["group"], "id", "key", "reason", "state", "count", "due_at") == dict(
+            id=g.id, key="db", reason="throttle", state="open", count=2, due_at=T0 + 10
+        )
+        made = await store.close_group(g, Digest("2 × r1", "- a\n- b", "markdown"), T0 + 10)
+        digest = await store.get_delivery(made or 0)
+        assert digest is not None and digest["digest_of"] is not None
+        assert (digest["digest_of"]["id"], digest["digest_of"]["count"]) == (g.id, 2)
+        assert ((await store.get_delivery(h2)) or {})["group"]["digest_id"] == made
+        listed = {r["id"]: r for r in await store.list_deliveries(limit=100)}
+        assert (listed[h1]["group_id"], listed[h1]["digest_id"]) == (g.id, made)
+        assert (listed[a]["group_id"], listed[a]["digest_id"]) == (None, None)
+
+        # The next window starts with the first message after the last one ended.
+        _, (n1,) = await routed(store, "e7", [throttled("db")], at=T0 + 10)
+        _, (n2,) = await routed(store, "e8", [throttled("db")], at=T0 + 15)
+        _, (n3,) = await routed(store, "e9", [throttled("db")], at=T0 + 19)
+        states = [(await store.get_delivery(i) or {})["state"] for i in (n1, n2, n3)]
+        assert states == ["pending", "pending", "grouped"]
+        assert await store.next_group_due() == T0 + 20
+
+    run(go())
+
+
+def test_throttle_before_group_what_passes_joins_the_rule_group(store: Store) -> None:
+    async def go() -> None:
+        ids = [
+            (await routed(store, f"e{n}", [throttled("db", group="g")], at=T0 + n))[1][0]
+            for n in range(3)
+        ]
+        groups = {g.key: g for g in await unsent_groups(store)}
+        assert (groups["g"].count, groups["g"].reason) == (2, "wait")
+        assert (groups["throttle:db"].count, groups["throttle:db"].reason) == (1, "throttle")
+        held = [(await store.get_delivery(i) or {})["group"]["id"] for i in ids]
+        assert held == [groups["g"].id, groups["g"].id, groups["throttle:db"].id]
+
+    run(go())
+
+
+def quiet(until: float, destination: str = "slack", **kw: Any) -> Message:
+    """A message of r1 that quiet hours hold until `until`."""
+    return replace(message(destination, **kw), quiet_until=until)
+
+
+def test_quiet_hours_hold_one_group_per_rule_and_destination(store: Store) -> None:
+    async def go() -> None:
+        e1, (a,) = await routed(store, "e1", [quiet(T0 + 100)], at=T0)
+        _, (b,) = await routed(store, "e2", [quiet(T0 + 100)], at=T0 + 5)
+        _, (c,) = await routed(store, "e3", [quiet(T0 + 100, "pager")], at=T0 + 6)
+        _, (d,) = await routed(store, "e4", [quiet(T0 + 100, rule="r2")], at=T0 + 7)
+        groups = await unsent_groups(store)
+        assert sorted((g.rule, g.destination, g.key, g.count, g.reason) for g in groups) == [
+            ("r1", "pager", "quiet:", 1, "quiet"),
+            ("r1", "slack", "quiet:", 2, "quiet"),
+            ("r2", "slack", "quiet:", 1, "quiet"),
+        ]
+        assert await store.next_group_due() == T0 + 100
+        assert await store.due_groups(T0 + 99, 10) == []
+        for i in (a, b, c, d):
+            row = await store.get_delivery(i)
+            assert row is not None
+            assert (row["state"], row["next_attempt_at"], row["group"]["key"]) == (
+                "grouped",
+                None,
+                "",
+            )
+        assert await store.claim_due({"slack": 10, "pager": 10}, set(), T0 + 50) == ([], None)
+        # A message its rule groups waits in that group, not in the quiet one.
+        await routed(store, "e5", [replace(grouped("g"), quiet_until=T0 + 100)], at=T0 + 8)
+        assert {g.key for g in await unsent_groups(store)} == {"quiet:", "g"}
+        assert e1 in {g.event_id for g in groups}
+
+    run(go())
+
+
+def test_hold_group_moves_a_due_group_into_the_quiet_group_once(store: Store) -> None:
+    async def go() -> None:
+        # Two keys' groups fall due in quiet hours; one message already waits for them.
+        _, (q,) = await routed(store, "e0", [quiet(T0 + 300)], at=T0 + 1)
+        e1, (m1,) = await routed(store, "e1", [grouped("db")], at=T0)
+        _, (m2,) = await routed(store, "e2", [grouped("db")], at=T0 + 2)
+        _, (m3,) = await routed(store, "e3", [grouped("web")], at=T0 + 3)
+        db, web = await store.due_groups(T0 + WAIT + 3, 10)
+        (waiting,) = [g for g in await unsent_groups(store) if g.reason == "quiet"]
+
+        assert await store.hold_group(db, T0 + 300, T0 + WAIT) == waiting.id
+        assert await store.hold_group(web, T0 + 300, T0 + WAIT + 3) == waiting.id
+        assert await store.hold_group(db, T0 + 300, T0 + WAIT + 4) is None  # once only
+        (held,) = await unsent_groups(store)
+        assert (held.id, held.count, held.reason, held.event_id) == (waiting.id, 4, "quiet", q)
+        assert (held.first_at, held.last_at) == (T0, T0 + 3)
+        assert await store.next_group_due() == T0 + 300
+        members = [m["delivery_id"] for m in await store.group_members(held.id, 50)]
+        assert sorted(members) == sorted([q, m1, m2, m3])
+        for i in (m1, m2, m3):
+            row = await store.get_delivery(i)
+            assert row is not None and row["state"] == "grouped"
+            assert row["group"]["id"] == held.id
+
+        # With no quiet group open, holding a due group opens one, due when they end.
+        assert await store.close_group(held, Digest("4 × r1", "-", "markdown"), T0 + 300)
+        _, (m4,) = await routed(store, "e4", [grouped("db")], at=T0 + 400)
+        (g,) = await store.due_groups(T0 + 400 + WAIT, 10)
+        opened = await store.hold_group(g, T0 + 900, T0 + 400 + WAIT)
+        (again,) = await unsent_groups(store)
+        assert (again.id, again.key, again.count, again.reason) == (opened, "quiet:", 1, "quiet")
+        assert await store.next_group_due() == T0 + 900
+        assert await store.close_group(again, None, T0 + 900) == m4
+        assert e1 != again.event_id
+
+    run(go())
 
 
 # == SQLite only ==========================================================================

@@ -87,6 +87,7 @@ class Message:
     silence_id: int | None = None  # the silence that muted it
     grouping: Grouping | None = None  # the group it joins instead of going alone
     throttle: Throttling | None = None  # the limit it counts against
+    quiet_until: float | None = None  # quiet hours hold it until then, if nothing else does
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -15,7 +16,8 @@ from relayhook.config.settings import Config
 from relayhook.errors import EventError
 from relayhook.model import Event
 from relayhook.receive.parse import event_type_of, parse_body
-from relayhook.route.match import RuleOutcome, route
+from relayhook.route.match import RuleOutcome, iso_time, route
+from relayhook.route.quiet import calendars_for, quiet_at, quiet_until
 from relayhook.route.silence import Silence, facts_of, silencing
 from relayhook.store.base import Store
 
@@ -92,15 +94,36 @@ def test_command(
         body=body,
     )
     outcomes = route(config.rules, config.destinations, event, config.render_timeout)
-    muted = _silenced(config, event, outcomes)
+    noise = _Noise(_silenced(config, event, outcomes), _quiet(config, outcomes, event.received_at))
     redact = config.redactor
     if as_json:
-        report = _as_json(event, outcomes, muted)
+        report = _as_json(event, outcomes, noise)
         click.echo(redact(json.dumps(report, indent=2, ensure_ascii=False)))
     else:
-        click.echo(redact(_as_text(event, outcomes, muted)))
+        click.echo(redact(_as_text(event, outcomes, noise)))
     if any(o.error for o in outcomes):
         sys.exit(1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Noise:
+    """What the noise stages would do to each message, by the message's id()."""
+
+    muted: dict[int, Silence]
+    quiet: dict[int, tuple[list[str], float]]  # calendars quiet now, and when they end
+
+
+def _quiet(
+    config: Config, outcomes: list[RuleOutcome], now: float
+) -> dict[int, tuple[list[str], float]]:
+    found = {}
+    for o in outcomes:
+        for m in o.messages:
+            calendars = calendars_for(config, o.rule, m.destination)
+            until = quiet_until(calendars, now) if m.error is None else None
+            if until is not None:
+                found[id(m)] = ([c.name for c in calendars if quiet_at(c, now)], until)
+    return found
 
 
 def _silenced(config: Config, event: Event, outcomes: list[RuleOutcome]) -> dict[int, Silence]:
@@ -126,9 +149,8 @@ def _silenced(config: Config, event: Event, outcomes: list[RuleOutcome]) -> dict
     return found
 
 
-def _as_json(
-    event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence]
-) -> dict[str, Any]:
+def _as_json(event: Event, outcomes: list[RuleOutcome], noise: _Noise) -> dict[str, Any]:
+    muted, quiet = noise.muted, noise.quiet
     return {
         "source": event.source,
         "event_type": event.event_type,
@@ -152,6 +174,7 @@ def _as_json(
                         "silenced_by": muted[id(m)].id if id(m) in muted else None,
                         "group": m.grouping.key if m.grouping is not None else None,
                         "throttle": m.throttle.key if m.throttle is not None else None,
+                        "quiet_until": iso_time(quiet[id(m)][1]) if id(m) in quiet else None,
                         "error": m.error,
                     }
                     for m in o.messages
@@ -162,7 +185,8 @@ def _as_json(
     }
 
 
-def _as_text(event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence]) -> str:
+def _as_text(event: Event, outcomes: list[RuleOutcome], noise: _Noise) -> str:
+    muted, quiet = noise.muted, noise.quiet
     lines = [f"event {event.event_type} from source {event.source}"]
     matched = sum(o.matched and not o.error for o in outcomes)
     for o in outcomes:
@@ -199,6 +223,12 @@ def _as_text(event: Event, outcomes: list[RuleOutcome], muted: dict[int, Silence
                     f"          grouped: key {g.key!r}, waits {g.wait:g}s for company"
                     + (f", at most {g.max} a digest" if g.max else "")
                     + (f", one digest per {g.interval:g}s" if g.interval else "")
+                )
+            if id(m) not in muted and id(m) in quiet:
+                names, until = quiet[id(m)]
+                lines.append(
+                    f"          quiet hours ({', '.join(names)}) until {iso_time(until)}:"
+                    " held for one digest then, unless a group or throttle holds it longer"
                 )
             lines.append(f"          title: {m.title}")
             lines.append("          body:")

@@ -72,6 +72,8 @@ def deliveries(
     )
     for r in rows:
         error = (r["last_error"] or "")[:60]
+        if r["state"] == "grouped" and r.get("digest_id"):
+            error = f"in digest {r['digest_id']}" if r["digest_id"] != r["id"] else ""
         click.echo(
             redact(
                 f"{r['id']:>6}  {r['state']:<9} {r['attempts']:>5}  {when(r['created_at']):<19}  "
@@ -108,6 +110,8 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
         else "",
         f"  last error   {d['last_error']}" if d["last_error"] else "",
         f"  silenced by  silence {d['silence_id']}" if d.get("silence_id") else "",
+        _group_line("grouped in", d["group"], d["id"]),
+        _group_line("digest of", d["digest_of"], d["id"]),
         f"event {e['id']}: {e['event_type']} from {e['source']}, key {e['event_key']},"
         f" received {when(e['received_at'])} ({e['state']})",
         indent(_pretty(e["body"]), "  "),
@@ -123,6 +127,21 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
             + (f": {a['error']}" if a["error"] else "")
         )
     click.echo(redact("\n".join(line for line in lines if line)))
+
+
+def _group_line(label: str, group: dict[str, Any] | None, delivery_id: int) -> str:
+    if group is None or (label == "digest of" and group["count"] == 1):
+        return ""
+    about = (
+        f"group {group['id']} ({group['count']} messages, key {group['key']!r}, {group['reason']})"
+    )
+    if label == "digest of":
+        return f"  digest of    {about}"
+    if group["digest_id"] is None:
+        return f"  grouped in   {about}, due {when(group['due_at'])}"
+    if group["digest_id"] == delivery_id:
+        return f"  grouped in   {about}, sent as itself"
+    return f"  grouped in   {about}, sent as delivery {group['digest_id']}"
 
 
 def _pretty(body: str) -> str:

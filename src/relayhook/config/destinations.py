@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import apprise
 
+from relayhook.config.quiet import read_quiet_name
 from relayhook.config.reader import Reader, check_keys, expect_map
 from relayhook.config.settings import (
     FORMATS,
@@ -26,7 +28,7 @@ from relayhook.route.templating import TemplateError, compile_template
 
 __all__ = ["read_destination", "read_retry"]
 
-_DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval"}
+_DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval", "quiet"}
 _DEST_KEYS_APPRISE = {"url", "format", "processes", *_DEST_COMMON}
 _DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
 _MAX_PROCESSES = 64
@@ -84,12 +86,14 @@ def read_destination(
     defaults: RetryPolicy,
     concurrency: Concurrency,
     problems: Problems,
+    quiet_names: Collection[str] = (),
 ) -> Destination | None:
     where = f"destination '{name}'"
     dest = expect_map(node, file, line, where, problems)
     if dest is None:
         return None
     r = Reader(dest, where, problems)
+    quiet = read_quiet_name(dest, where, quiet_names, problems)
     retry = (
         read_retry(
             dest["retry"], dest.file, dest.line_of("retry"), f"{where}: retry", defaults, problems
@@ -148,6 +152,7 @@ def read_destination(
             body=body,
             min_interval=interval,
             sign=sign,
+            quiet=quiet,
         )
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
@@ -172,4 +177,5 @@ def read_destination(
         min_interval=interval,
         processes=processes,
         family=family,
+        quiet=quiet,
     )

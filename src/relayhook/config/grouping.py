@@ -102,7 +102,7 @@ def read_digest(
         problems.add(
             rnode.file,
             rnode.line_of(given[0]),
-            f"{where}: {given[0]} is for digests: give the rule a group or a throttle",
+            f"{where}: {given[0]} is for digests: give the rule a group, a throttle or quiet hours",
         )
         return None, None
     names = set(DIGEST_NAMES)

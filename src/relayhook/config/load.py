@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from relayhook.config.destinations import read_destination, read_retry
+from relayhook.config.quiet import read_quiet_hours
 from relayhook.config.reader import Reader, check_keys, expect_map
 from relayhook.config.rules import load_rules
 from relayhook.config.settings import (
@@ -43,6 +44,7 @@ _TOP_KEYS = {
     "retention",
     "shutdown_timeout",
     "render_timeout",
+    "quiet_hours",
 }
 _CONCURRENCY_KEYS = {"total", "per_destination"}
 
@@ -52,6 +54,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected host:port such as 127.0.0.1:8787, got '{value}'")
     return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def _declared(top: Mapping[str, object], key: str) -> set[str]:
+    """The names under a top-level mapping, right or wrong: a name that is there but broken
+    is reported once, where it is, not again where it is used."""
+    node = top.get(key)
+    return {str(k) for k in node} if isinstance(node, Mapping) else set()
 
 
 def resolve_path(base_dir: str, path: str) -> str:
@@ -120,6 +129,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
                 ),
             )
 
+    quiet_hours = read_quiet_hours(top, problems)
     sources: dict[str, Source] = {}
     snode = expect_map(top.get("sources"), path, top.line_of("sources"), "sources", problems)
     for name, node in (snode or {}).items():
@@ -133,7 +143,14 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     )
     for name, node in (dnode or {}).items():
         dest = read_destination(
-            str(name), node, path, dnode.line_of(name) if dnode else 0, retry, concurrency, problems
+            str(name),
+            node,
+            path,
+            dnode.line_of(name) if dnode else 0,
+            retry,
+            concurrency,
+            problems,
+            quiet_names=_declared(top, "quiet_hours"),
         )
         if dest is not None:
             destinations[str(name)] = dest
@@ -145,6 +162,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         problems,
         declared_sources=set(snode or ()),
         declared_destinations=set(dnode or ()),
+        quiet_names=_declared(top, "quiet_hours"),
     )
 
     secrets: set[str] = {admin_token} if admin_token else set()
@@ -180,5 +198,6 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         shutdown_timeout=shutdown_timeout,
         retention=retention,
         render_timeout=render_timeout,
+        quiet_hours=quiet_hours,
         warnings=tuple(Problem(p.file, p.line, redactor(p.message)) for p in problems.warnings),
     )

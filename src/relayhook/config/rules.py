@@ -5,12 +5,14 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 
 from relayhook.config.grouping import read_digest, read_group, read_throttle
+from relayhook.config.quiet import read_quiet_name
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
 from relayhook.config.templates import (
@@ -46,6 +48,8 @@ _RULE_KEYS = {
     "digest_title",
     "digest_body",
     "digest_template",
+    "quiet",
+    "urgent",
 }
 _EVENT_PATTERN = re.compile(r"[A-Za-z0-9_.:/*?!\[\]-]+")
 
@@ -115,6 +119,14 @@ def _read_severity(
     return template
 
 
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    """The quiet_hours names, and the destinations that have quiet hours."""
+
+    names: Collection[str]
+    destinations: set[str]
+
+
 def _load_rule(
     node: Any,
     file_node: YList,
@@ -125,6 +137,7 @@ def _load_rule(
     destinations: set[str],
     seen: dict[str, str],
     problems: Problems,
+    quiet: _Quiet,
 ) -> Rule | None:
     rnode = expect_map(node, file_node.file, file_node.line_of(index), "a rule", problems)
     if rnode is None:
@@ -248,8 +261,24 @@ def _load_rule(
     severity = _read_severity(rnode, where, allowed, problems)
     group = read_group(rnode, where, allowed, problems)
     throttle = read_throttle(rnode, where, allowed, problems)
-    digested = "group" in rnode or "throttle" in rnode
+    quiet_name = read_quiet_name(rnode, where, quiet.names, problems)
+    digested = (
+        "group" in rnode
+        or "throttle" in rnode
+        or quiet_name is not None
+        or not quiet.destinations.isdisjoint(to)
+    )
     digest_title, digest_body = read_digest(rnode, where, templates_dir, html, digested, problems)
+    urgent = rnode.get("urgent", False)
+    if not isinstance(urgent, bool):
+        problems.add(file, rnode.line_of("urgent"), f"{where}: urgent must be true or false")
+        urgent = False
+    if urgent and quiet_name is not None:
+        problems.add(
+            file,
+            rnode.line_of("urgent"),
+            f"{where}: urgent rules are never held by quiet hours; drop quiet or urgent",
+        )
     if body is None or severity is None or (title is None and "title" in rnode):
         return None
     return Rule(
@@ -270,6 +299,8 @@ def _load_rule(
         throttle=throttle,
         digest_title=digest_title,
         digest_body=digest_body,
+        quiet=quiet_name,
+        urgent=urgent,
     )
 
 
@@ -281,6 +312,7 @@ def load_rules(
     *,
     declared_sources: set[str] | None = None,
     declared_destinations: set[str] | None = None,
+    quiet_names: Collection[str] = (),
 ) -> list[Rule]:
     """Every rule from rules_dir/*.yaml, files in name order, rules in file order."""
     known_sources = declared_sources if declared_sources is not None else set(sources)
@@ -331,7 +363,16 @@ def load_rules(
             continue
         for i, node in enumerate(rule_list):
             rule = _load_rule(
-                node, rule_list, i, event, source, templates_dir, known_dests, seen, problems
+                node,
+                rule_list,
+                i,
+                event,
+                source,
+                templates_dir,
+                known_dests,
+                seen,
+                problems,
+                _Quiet(quiet_names, {d.name for d in destinations.values() if d.quiet is not None}),
             )
             if rule is not None:
                 rules.append(rule)

@@ -9,6 +9,7 @@ import fnmatch
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any, Literal
 
 import jinja2
@@ -29,6 +30,8 @@ __all__ = [
     "Destination",
     "FieldRef",
     "GroupPolicy",
+    "QuietHours",
+    "QuietWindow",
     "RetryPolicy",
     "Rule",
     "Source",
@@ -100,6 +103,7 @@ class _Sending:
     timeout: float = 10.0
     concurrency: int = 4
     min_interval: float | None = None  # apprise: None is apprise's own pacing for the service
+    quiet: str | None = None  # the quiet_hours calendar that holds its messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,31 @@ class ThrottlePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class QuietWindow:
+    """One line of a calendar: on these weekdays (0 is Monday), from start to end, in
+    seconds after local midnight; with the end at or before the start, the morning up to
+    the end and the evening from the start."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end <= self.start
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A named `quiet_hours` calendar, read in wall-clock time of its timezone."""
+
+    name: str
+    timezone: str
+    zone: tzinfo
+    windows: tuple[QuietWindow, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule: match an event, render a message, send it to destinations."""
 
@@ -205,6 +234,8 @@ class Rule:
     throttle: ThrottlePolicy | None = None
     digest_title: jinja2.Template | None = None  # None: the default digest title
     digest_body: jinja2.Template | None = None  # None: the default digest body
+    quiet: str | None = None  # the quiet_hours calendar that holds its messages
+    urgent: bool = False  # quiet hours (its own and its destinations') never hold it
 
     @property
     def where(self) -> str:
@@ -235,6 +266,7 @@ class Config:
     shutdown_timeout: float = 10.0  # how long SIGTERM waits for deliveries in flight
     retention: float | None = None  # finished work older than this is pruned; None: kept
     render_timeout: float = 2.0  # the time one rule may take to match and render an event
+    quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()  # what check reports without refusing the config
 
     def summary(self) -> str:

@@ -62,7 +62,8 @@ class Metrics:
         )
         self.suppressed = Counter(
             "relayhook_notifications_suppressed",
-            "Messages held back instead of sent, by destination and reason (silenced, grouped).",
+            "Messages held back instead of sent, by destination and reason"
+            " (silenced, grouped, throttled, quiet).",
             ["destination", "reason"],
             registry=r,
         )

@@ -23,6 +23,7 @@ from relayhook.config.settings import Config, Rule
 from relayhook.ops.metrics import Metrics
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.match import escapers, iso_time
+from relayhook.route.quiet import calendars_for, quiet_until
 from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
 
@@ -31,6 +32,7 @@ __all__ = ["SHOWN", "GroupStage", "render_digest"]
 logger = logging.getLogger("relayhook.route")
 SHOWN = 50  # messages a digest lists; `omitted` counts the rest
 _POLL = 1.0
+_HELD = {"throttle": "throttled", "quiet": "quiet"}  # reason: the metric's reason
 _BATCH = 64
 _TITLE = compile_template("{{ count }} × {{ rule }}")
 _BODY_TEXT = compile_template(
@@ -72,8 +74,9 @@ def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str
         "messages": messages,
         "count": group.count,
         "omitted": group.count - len(messages),
-        # A throttle holds messages in a group of its own, named apart from the rule's.
-        "key": group.key.removeprefix("throttle:") if group.reason == "throttle" else group.key,
+        # Throttles and quiet hours hold messages in groups of their own, named apart
+        # from the rule's ("throttle:KEY", "quiet:").
+        "key": group.key.partition(":")[2] if group.reason in _HELD else group.key,
         "rule": group.rule,
         "destination": group.destination,
         "first_at": iso_time(group.first_at),
@@ -146,6 +149,27 @@ class GroupStage:
             self._wake.clear()
 
     async def _send(self, group: DueGroup) -> None:
+        if group.reason != "quiet":
+            config = self._config()
+            rule = next((r for r in config.rules if r.name == group.rule), None)
+            until = quiet_until(calendars_for(config, rule, group.destination), self.clock())
+            if until is not None:
+                # Due in quiet hours: its messages wait for them to end, with the rest.
+                held = await self.store.hold_group(group, until, self.clock())
+                if held is not None:
+                    logger.info(
+                        "group %s of rule %s (key %r): %d message%s held for quiet hours"
+                        " until %s in group %s",
+                        group.id,
+                        group.rule,
+                        group.key,
+                        group.count,
+                        "" if group.count == 1 else "s",
+                        iso_time(until),
+                        held,
+                        extra={"rule": group.rule, "destination": group.destination},
+                    )
+                return
         digest = None
         if group.count > 1:
             members = await self.store.group_members(group.id, SHOWN)
@@ -154,7 +178,7 @@ class GroupStage:
         if delivery is None:
             return
         if digest is not None:
-            why = "throttled" if group.reason == "throttle" else "grouped"
+            why = _HELD.get(group.reason, "grouped")
             self.metrics.suppressed.labels(group.destination, why).inc(group.count)
         logger.info(
             "group %s of rule %s (key %r): %d message%s as delivery %s (%s)",

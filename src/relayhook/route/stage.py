@@ -23,6 +23,7 @@ from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
 from relayhook.route.match import route
 from relayhook.route.noise import Silences
+from relayhook.route.quiet import hold_quiet
 from relayhook.store.base import Store, StoreError
 
 __all__ = ["RouteStage", "route_event"]
@@ -187,8 +188,10 @@ class RouteStage:
                     self._pool, self._route_all, config, rendering
                 )
             # The noise stages, between what the rules made and what gets stored and sent:
-            # silences now; throttle → group → quiet hours will follow them here.
+            # silences, then quiet hours mark what they would hold; the store applies
+            # throttle → group → quiet hours in that order as it saves.
             routings = await self._silences.apply({e.id: e for e in batch}, routings)
+            routings = hold_quiet(config, routings, self.clock())
             saved = await self.store.save_routings(routings, self.clock())
             self._count(routings, saved)
             self._routed()

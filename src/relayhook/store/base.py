@@ -56,7 +56,7 @@ class DueGroup:
     severity: str
     first_at: float
     last_at: float
-    reason: str  # wait or max
+    reason: str  # wait, max, throttle or quiet
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +145,11 @@ class Store(Protocol):
         """Send a due group once: digest as a new delivery (None: its one message as
         itself). The delivery that goes, or None when the group was sent already."""
 
+    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
+        """Fold a due group's messages into the quiet-hours group of its rule and
+        destination, due at until, instead of sending it. That group's id, or None when
+        the group was sent already."""
+
     # -- silences ----------------------------------------------------------------------
 
     async def add_silence(
@@ -193,7 +198,8 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        """A delivery with its event and every attempt."""
+        """A delivery with its event, every attempt, the group it is in (`group`) and the
+        group it is the digest of (`digest_of`)."""
 
     async def queue_stats(self, now: float) -> QueueStats: ...
 

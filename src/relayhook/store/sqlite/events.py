@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from relayhook.model import DeliveryState, Event, Message, Routing
-from relayhook.store.sqlite.groups import join_group, throttled
+from relayhook.store.sqlite.groups import hold_quiet, join_group, throttled
 
 __all__ = ["events_to_route", "insert_events", "save_routings"]
 
@@ -115,7 +115,8 @@ def _place(
     conn: sqlite3.Connection, event_id: int, m: Message, now: float
 ) -> tuple[DeliveryState, int | None]:
     """Where a message goes, in the noise stages' order: failed, silenced, held by its
-    throttle, folded into its group, or due now. (state, the group it joined)."""
+    throttle, folded into its group, held by quiet hours, or due now. (state, the group
+    it joined)."""
     if m.error:
         return DeliveryState.FAILED, None
     if m.silence_id is not None:
@@ -126,6 +127,8 @@ def _place(
             return DeliveryState.GROUPED, held
     if m.grouping is not None:
         return DeliveryState.GROUPED, join_group(conn, event_id, m, now)
+    if m.quiet_until is not None:
+        return DeliveryState.GROUPED, hold_quiet(conn, event_id, m, now)
     return DeliveryState.PENDING, None
 
 

@@ -14,6 +14,8 @@ __all__ = [
     "close_group",
     "due_groups",
     "group_members",
+    "hold_group",
+    "hold_quiet",
     "join_group",
     "next_group_due",
     "throttled",
@@ -179,3 +181,46 @@ def throttled(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -
         return None
     hold = Grouping(f"throttle:{t.key}", start + t.per - now, None, None)
     return join_group(conn, event_id, m, now, hold, reason="throttle")
+
+
+QUIET_KEY = "quiet:"  # the group quiet hours hold a rule's messages to a destination in
+
+
+def hold_quiet(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -> int:
+    """The quiet-hours group m waits in until m.quiet_until (one per rule and destination)."""
+    assert m.quiet_until is not None
+    hold = Grouping(QUIET_KEY, max(0.0, m.quiet_until - now), None, None)
+    return join_group(conn, event_id, m, now, hold, reason="quiet")
+
+
+def hold_group(conn: sqlite3.Connection, group: DueGroup, until: float, now: float) -> int | None:
+    """Move a due group's messages into the quiet-hours group of its rule and destination
+    (made, due at until, if there is none); the group itself is done, sending nothing."""
+    cur = conn.execute(
+        "UPDATE groups SET state = 'sent', sent_at = ? WHERE id = ? AND state != 'sent'",
+        (now, group.id),
+    )
+    if cur.rowcount != 1:
+        return None
+    row = conn.execute(
+        "SELECT id FROM groups WHERE rule = ? AND destination = ? AND key = ? AND state = 'open'",
+        (group.rule, group.destination, QUIET_KEY),
+    ).fetchone()
+    if row is None:
+        cur = conn.execute(
+            "INSERT INTO groups (rule, destination, key, state, count, event_id, format,"
+            " severity, first_at, last_at, due_at, interval, reason)"
+            " VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, NULL, 'quiet')",
+            (group.rule, group.destination, QUIET_KEY, group.count, group.event_id,
+             group.format, group.severity, group.first_at, group.last_at, until),
+        )  # fmt: skip
+        quiet_id = int(cur.lastrowid or 0)
+    else:
+        quiet_id = int(row[0])
+        conn.execute(
+            "UPDATE groups SET count = count + ?, first_at = MIN(first_at, ?),"
+            " last_at = MAX(last_at, ?) WHERE id = ?",
+            (group.count, group.first_at, group.last_at, quiet_id),
+        )
+    conn.execute("UPDATE deliveries SET group_id = ? WHERE group_id = ?", (quiet_id, group.id))
+    return quiet_id

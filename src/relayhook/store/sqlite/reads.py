@@ -13,8 +13,12 @@ __all__ = ["get_delivery", "get_event", "list_deliveries", "list_events", "queue
 _LIST_SQL = (
     "SELECT d.id, d.event_id, e.source, e.event_type, d.rule, d.destination, d.item_index,"
     " d.state, d.attempts, d.title, d.created_at, d.updated_at, d.next_attempt_at,"
-    " d.last_error, d.replay_of, d.silence_id FROM deliveries d"
-    " JOIN events e ON e.id = d.event_id"
+    " d.last_error, d.replay_of, d.silence_id, d.group_id, g.digest_id FROM deliveries d"
+    " JOIN events e ON e.id = d.event_id LEFT JOIN groups g ON g.id = d.group_id"
+)
+_GROUP_SQL = (
+    "SELECT id, key, reason, state, count, first_at, last_at, due_at, sent_at, digest_id"
+    " FROM groups WHERE "
 )
 
 
@@ -49,6 +53,14 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
     )
     event["headers"] = json.loads(event["headers"])
     delivery["event"] = event
+    # The group it waits or waited in (and the digest that went for it), and the group a
+    # digest went for.
+    group = None
+    if delivery["group_id"] is not None:
+        group = conn.execute(_GROUP_SQL + "id = ?", (delivery["group_id"],)).fetchone()
+    delivery["group"] = _group(group)
+    digest_of = conn.execute(_GROUP_SQL + "digest_id = ?", (delivery_id,)).fetchone()
+    delivery["digest_of"] = _group(digest_of)
     delivery["attempts_log"] = [
         dict(a)
         for a in conn.execute(
@@ -58,6 +70,16 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
         )
     ]
     return delivery
+
+
+def _group(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    group = dict(row)
+    # The held groups are named apart from the rule's keys: show the key the user wrote.
+    if group["reason"] in ("throttle", "quiet"):
+        group["key"] = group["key"].partition(":")[2]
+    return group
 
 
 _EVENTS_SQL = (

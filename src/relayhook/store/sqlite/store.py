@@ -100,6 +100,9 @@ class SqliteStore:
             partial(groups.close_group, group=group, digest=digest, now=now)
         )
 
+    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
+        return await self._writer.run(partial(groups.hold_group, group=group, until=until, now=now))
+
     async def add_silence(
         self,
         matchers: Sequence[Matcher],
