@@ -440,12 +440,16 @@ def test_claim_due_fields(store: Store) -> None:
     async def go() -> None:
         event_id, (d,) = await routed(store, "k1", [message("slack", rule="r9")], at=T0, now=T0 + 2)
         claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 2)
-        assert claimed == [Delivery(d, event_id, "slack", "title r9", "body r9", "markdown", 0, T0)]
+        first = Delivery(
+            d, event_id, "slack", "title r9", "body r9", "markdown", 0, T0, "info", "r9",
+            due_at=T0 + 2, fallback_of=None, event_type="order.paid", source="shop",
+        )  # fmt: skip
+        assert claimed == [first]
         assert next_due == T0 + 2
 
         await store.record_attempts([attempt(d, 1, RETRYING, T0 + 3, next_at=T0 + 9, error="x")])
         claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 9)
-        assert claimed == [Delivery(d, event_id, "slack", "title r9", "body r9", "markdown", 1, T0)]
+        assert claimed == [replace(first, attempts=1, due_at=T0 + 9)]
 
     run(go())
 
@@ -599,7 +603,12 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
         )
         assert row["attempts_log"] == [
             dict(
-                number=1, started_at=T0 + 5, duration_ms=250.0, outcome="failed", error="HTTP 503"
+                number=1,
+                started_at=T0 + 5,
+                duration_ms=250.0,
+                outcome="failed",
+                error="HTTP 503",
+                held=False,
             ),
             dict(
                 number=2,
@@ -607,9 +616,15 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
                 duration_ms=1234.5,
                 outcome="timeout",
                 error="timed out",
+                held=False,
             ),
             dict(
-                number=3, started_at=T0 + 200.25, duration_ms=80.0, outcome="delivered", error=None
+                number=3,
+                started_at=T0 + 200.25,
+                duration_ms=80.0,
+                outcome="delivered",
+                error=None,
+                held=False,
             ),
         ]
         assert await store.claim_due({"slack": 5}, set(), T0 + 10**6) == ([], None)
@@ -1629,7 +1644,10 @@ def test_close_group_with_a_digest_sends_it_exactly_once(store: Store) -> None:
             state="pending", attempts=0, next_attempt_at=now, created_at=now, updated_at=now,
             last_error=None, replay_of=None, silence_id=None, attempts_log=[],
         )  # fmt: skip
-        sent = Delivery(made, e1, "slack", "2 × r1", digest.body, "html", 0, T0, "warning")
+        sent = Delivery(
+            made, e1, "slack", "2 × r1", digest.body, "html", 0, T0, "warning", "r1",
+            due_at=now, event_type="order.paid", source="shop",
+        )  # fmt: skip
         assert await store.claim_due({"slack": 10}, set(), now) == ([sent], now)
         assert await store.waiting_by_destination() == {"slack": 1}
 
@@ -1702,8 +1720,9 @@ def test_close_group_of_one_without_a_digest_sends_its_message_as_itself(store: 
             attempts=0, next_attempt_at=now, created_at=T0, updated_at=now, last_error=None,
         )  # fmt: skip
         sent = Delivery(
-            m1, e1, "slack", "title r1", "body of title r1", "markdown", 0, T0, "failure"
-        )
+            m1, e1, "slack", "title r1", "body of title r1", "markdown", 0, T0, "failure", "r1",
+            due_at=now, event_type="order.paid", source="shop",
+        )  # fmt: skip
         assert await store.claim_due({"slack": 10}, set(), now) == ([sent], now)
         assert await store.waiting_by_destination() == {"slack": 1}
         assert await unsent_groups(store) == []

@@ -22,6 +22,7 @@ import uvicorn
 from relayhook.config.load import load_config
 from relayhook.config.settings import Config
 from relayhook.deliver.runtime import Runtime
+from relayhook.deliver.senders.base import Sender
 from relayhook.errors import ConfigError
 from relayhook.ops.logs import setup_logging
 from relayhook.ops.metrics import Metrics
@@ -108,6 +109,10 @@ class Daemon:
                 logger.error("reload failed, keeping the running config: %s", problem)
             self.notifier.ready("serving (last reload failed)")
             return False, problems
+
+    def sender(self, name: str) -> Sender | None:
+        """The sender the daemon uses for destination name now."""
+        return self.pipeline.runtime.senders.get(name)
 
     def status(self) -> dict[str, Any]:
         return {

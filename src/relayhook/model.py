@@ -16,10 +16,12 @@ from typing import Any
 __all__ = [
     "TIMEOUT",
     "Attempt",
+    "CircuitState",
     "Decision",
     "Delivery",
     "DeliveryState",
     "Event",
+    "Fallback",
     "Grouping",
     "Message",
     "NewEvent",
@@ -131,6 +133,11 @@ class Delivery:
     attempts: int  # attempts made before this one
     received_at: float  # when its event came in
     severity: str = "info"
+    rule: str = ""
+    due_at: float = 0.0  # when it fell due: its place in the queue
+    fallback_of: int | None = None  # the dead delivery this one stands in for
+    event_type: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class Outcome:
     retry: bool = True
     timeout: bool = False
     retry_after: float | None = None  # seconds the destination asked us to wait
+    limited: bool = False  # a rate limit (429): the destination is up, sending too fast
 
     @property
     def label(self) -> str:
@@ -175,3 +183,29 @@ class Attempt:
     error: str | None  # redacted
     decision: Decision
     recorded_at: float
+    destination: str = ""
+    held: bool = False  # failed while the destination's circuit is open: spends no attempt
+    fallback: Fallback | None = None  # what goes to the fallback destination, now dead
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A new delivery standing in for a dead one, to the dead one's fallback destination."""
+
+    destination: str
+    title: str
+    body: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitState:
+    """A destination's circuit as stored: closed, or open with when to probe next."""
+
+    destination: str
+    open: bool = False
+    failures: int = 0  # failed attempts in a row
+    opened_at: float | None = None
+    probe_every: float = 0.0  # seconds between probes now (doubles while they fail)
+    next_probe_at: float | None = None
+    last_error: str | None = None

@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from relayhook.config.settings import Config
+from relayhook.config.units import format_duration
+from relayhook.deliver.circuit import Circuits
 from relayhook.deliver.runtime import Runtime
 from relayhook.deliver.scheduler import Scheduler
 from relayhook.model import Event, NewEvent
@@ -47,8 +49,14 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.silences = Silences(store, self.metrics, clock)
+        self.circuits = Circuits(store, self.metrics)
         self.scheduler = Scheduler(
-            store, lambda: self.runtime, self.metrics, clock, silences=self.silences
+            store,
+            lambda: self.runtime,
+            self.metrics,
+            clock,
+            silences=self.silences,
+            circuits=self.circuits,
         )
         self.groups = GroupStage(
             store, lambda: self.runtime.config, self.metrics, self.scheduler.wake, clock
@@ -95,6 +103,7 @@ class Pipeline:
             logger.info(
                 "retrying %d deliveries that were in flight when relayhook stopped", recovered
             )
+        await self.circuits.load()
         await self._report_orphans(self.runtime.config)
         self._loops = [
             asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
@@ -103,6 +112,7 @@ class Pipeline:
                 ("groups", self.groups.run),
                 ("scheduler", self.scheduler.run),
                 ("recorder", self.scheduler.recorder.run),
+                ("orphans", self._orphans),
             )
         ]
 
@@ -122,6 +132,7 @@ class Pipeline:
         old, self.runtime = self.runtime, runtime
         old.retire()
         runtime.open()
+        self.circuits.forget_missing(runtime.config.destinations)
         task = asyncio.get_running_loop().create_task(self._report_orphans(runtime.config))
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
@@ -139,11 +150,32 @@ class Pipeline:
             if name not in config.destinations:
                 logger.warning(
                     "%d deliveries wait for destination '%s', which the config no longer has;"
-                    " they are kept until it is configured again",
+                    " they are kept until it is configured again, or for orphan_after (%s)",
                     count,
                     name,
+                    format_duration(config.orphan_after),
                     extra={"destination": name},
                 )
+
+    async def _orphans(self) -> None:
+        """Deliveries to a destination gone from the config for orphan_after go dead."""
+        while True:
+            config = self.runtime.config
+            now = self.clock()
+            found = await self.store.orphans(
+                list(config.destinations), now - config.orphan_after, now
+            )
+            for name, count in sorted(found.items()):
+                logger.warning(
+                    "%d deliveries to destination '%s' are now dead: it has not been in the"
+                    " config for orphan_after (%s)",
+                    count,
+                    name,
+                    format_duration(config.orphan_after),
+                    extra={"destination": name},
+                )
+                self.metrics.notifications.labels(name, "dead").inc(count)
+            await asyncio.sleep(min(60.0, max(0.5, config.orphan_after / 4)))
 
     @property
     def running(self) -> bool:

@@ -111,6 +111,8 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
         f"  last error   {d['last_error']}" if d["last_error"] else "",
         f"  silenced by  silence {d['silence_id']}" if d.get("silence_id") else "",
         _group_line("grouped in", d["group"], d["id"]),
+        f"  fell back to delivery {d['fallback_id']}" if d.get("fallback_id") else "",
+        f"  fallback of  delivery {d['fallback_of']}" if d.get("fallback_of") else "",
         _group_line("digest of", d["digest_of"], d["id"]),
         f"event {e['id']}: {e['event_type']} from {e['source']}, key {e['event_key']},"
         f" received {when(e['received_at'])} ({e['state']})",
@@ -124,6 +126,7 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
     for a in d["attempts_log"]:
         lines.append(
             f"  #{a['number']} {when(a['started_at'])} {a['duration_ms']:.0f} ms {a['outcome']}"
+            + (" (probe of an open circuit: not counted)" if a.get("held") else "")
             + (f": {a['error']}" if a["error"] else "")
         )
     click.echo(redact("\n".join(line for line in lines if line)))

@@ -13,12 +13,13 @@ from relayhook.config.reader import Reader, check_keys, expect_map
 from relayhook.config.settings import (
     FORMATS,
     AppriseDestination,
+    CircuitPolicy,
     Concurrency,
     Destination,
     RetryPolicy,
     WebhookDestination,
 )
-from relayhook.config.yamlnodes import Problems
+from relayhook.config.yamlnodes import Problems, YMap
 from relayhook.deliver.senders import console  # noqa: F401 - registers console://
 from relayhook.errors import kind_of
 from relayhook.ops.redact import redact_url
@@ -28,7 +29,16 @@ from relayhook.route.templating import TemplateError, compile_template
 
 __all__ = ["read_destination", "read_retry"]
 
-_DEST_COMMON = {"retry", "timeout", "concurrency", "min_interval", "quiet"}
+_DEST_COMMON = {
+    "retry",
+    "timeout",
+    "concurrency",
+    "min_interval",
+    "quiet",
+    "circuit",
+    "fallback",
+}
+_CIRCUIT_KEYS = {"failures", "probe"}
 _DEST_KEYS_APPRISE = {"url", "format", "processes", *_DEST_COMMON}
 _DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
 _MAX_PROCESSES = 64
@@ -78,6 +88,31 @@ def _apprise_family(url: str) -> Family | None:
     return next((f for f in families if f is not Family.OTHER), Family.OTHER)
 
 
+def _read_circuit(dest: YMap, where: str, problems: Problems) -> CircuitPolicy | None:
+    """`circuit: off`, or {failures, probe} over the defaults (on when absent)."""
+    if "circuit" not in dest:
+        policy = CircuitPolicy()
+    else:
+        value = dest["circuit"]
+        if value is False or value == "off":  # YAML 1.1 reads a bare off as false
+            return None
+        label = f"{where}: circuit"
+        node = expect_map(value, dest.file, dest.line_of("circuit"), label, problems)
+        if node is None:
+            return None
+        check_keys(node, _CIRCUIT_KEYS, label, problems)
+        r = Reader(node, label, problems)
+        default = CircuitPolicy()
+        policy = CircuitPolicy(
+            failures=r.integer("failures", default.failures, minimum=1),
+            probe=r.duration("probe", default.probe),
+        )
+        if policy.probe <= 0:
+            r.fail("probe", "must be longer than 0s")
+            return None
+    return policy
+
+
 def read_destination(
     name: str,
     node: Any,
@@ -93,7 +128,6 @@ def read_destination(
     if dest is None:
         return None
     r = Reader(dest, where, problems)
-    quiet = read_quiet_name(dest, where, quiet_names, problems)
     retry = (
         read_retry(
             dest["retry"], dest.file, dest.line_of("retry"), f"{where}: retry", defaults, problems
@@ -101,6 +135,9 @@ def read_destination(
         if "retry" in dest
         else defaults
     )
+    quiet = read_quiet_name(dest, where, quiet_names, problems)
+    circuit = _read_circuit(dest, where, problems)
+    fallback = r.string("fallback")
     timeout = r.duration("timeout", 10.0)
     conc = r.integer("concurrency", concurrency.per_destination, minimum=1)
     min_interval = r.duration("min_interval", -1.0)
@@ -153,6 +190,8 @@ def read_destination(
             min_interval=interval,
             sign=sign,
             quiet=quiet,
+            circuit=circuit,
+            fallback=fallback,
         )
     check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
     url = r.string("url", required=True)
@@ -178,4 +217,6 @@ def read_destination(
         processes=processes,
         family=family,
         quiet=quiet,
+        circuit=circuit,
+        fallback=fallback,
     )

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from relayhook.config.destinations import read_destination, read_retry
 from relayhook.config.quiet import read_quiet_hours
-from relayhook.config.reader import Reader, check_keys, expect_map
+from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
 from relayhook.config.rules import load_rules
 from relayhook.config.settings import (
     Concurrency,
@@ -23,7 +23,7 @@ from relayhook.config.settings import (
     WebhookDestination,
 )
 from relayhook.config.sources import read_source
-from relayhook.config.yamlnodes import Problems, load_yaml
+from relayhook.config.yamlnodes import Problems, YMap, load_yaml
 from relayhook.errors import ConfigError, Problem
 from relayhook.ops.redact import Redactor, url_secrets
 from relayhook.receive.auth import parse_networks
@@ -45,6 +45,7 @@ _TOP_KEYS = {
     "shutdown_timeout",
     "render_timeout",
     "quiet_hours",
+    "orphan_after",
 }
 _CONCURRENCY_KEYS = {"total", "per_destination"}
 
@@ -61,6 +62,35 @@ def _declared(top: Mapping[str, object], key: str) -> set[str]:
     is reported once, where it is, not again where it is used."""
     node = top.get(key)
     return {str(k) for k in node} if isinstance(node, Mapping) else set()
+
+
+def _check_fallbacks(
+    destinations: Mapping[str, Destination], dnode: YMap | None, problems: Problems
+) -> None:
+    """Each `fallback:` names another destination, and following them never comes back."""
+    for name, dest in destinations.items():
+        if dest.fallback is None or dnode is None:
+            continue
+        node = dnode[name]
+        where = f"{node.file}", node.line_of("fallback")
+        if dest.fallback not in dnode:
+            problems.add(
+                *where,
+                f"destination '{name}': fallback: no destination named '{dest.fallback}'"
+                + did_you_mean(dest.fallback, set(dnode) - {name}),
+            )
+            continue
+        seen = [name]
+        step: str | None = dest.fallback
+        while step is not None and step in destinations and step not in seen:
+            seen.append(step)
+            step = destinations[step].fallback
+        if step == name:
+            problems.add(
+                *where,
+                f"destination '{name}': fallback: a cycle ({' -> '.join([*seen, name])});"
+                " a delivery falls back one level only, so one of them must go",
+            )
 
 
 def resolve_path(base_dir: str, path: str) -> str:
@@ -155,6 +185,11 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         if dest is not None:
             destinations[str(name)] = dest
 
+    _check_fallbacks(destinations, dnode, problems)
+    orphan_after = r.duration("orphan_after", 7 * 86400.0)
+    if orphan_after <= 0:
+        r.fail("orphan_after", "must be longer than 0s")
+
     rules = load_rules(
         rules_dir,
         sources,
@@ -199,5 +234,6 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         retention=retention,
         render_timeout=render_timeout,
         quiet_hours=quiet_hours,
+        orphan_after=orphan_after,
         warnings=tuple(Problem(p.file, p.line, redactor(p.message)) for p in problems.warnings),
     )

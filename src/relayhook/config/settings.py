@@ -25,6 +25,7 @@ __all__ = [
     "SEVERITIES",
     "AppriseDestination",
     "Check",
+    "CircuitPolicy",
     "Concurrency",
     "Config",
     "Destination",
@@ -94,6 +95,15 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitPolicy:
+    """After `failures` failed attempts in a row, pause the destination and probe it every
+    `probe` seconds (doubling up to retry.max_delay) until one gets through."""
+
+    failures: int = 5
+    probe: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class _Sending:
     """What every destination has: where, and how patiently and how much at once."""
 
@@ -104,6 +114,8 @@ class _Sending:
     concurrency: int = 4
     min_interval: float | None = None  # apprise: None is apprise's own pacing for the service
     quiet: str | None = None  # the quiet_hours calendar that holds its messages
+    circuit: CircuitPolicy | None = CircuitPolicy()  # None: off
+    fallback: str | None = None  # where a delivery that goes dead here is sent instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +279,7 @@ class Config:
     retention: float | None = None  # finished work older than this is pruned; None: kept
     render_timeout: float = 2.0  # the time one rule may take to match and render an event
     quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
+    orphan_after: float = 7 * 86400.0  # work for a destination no longer configured: dead after
     warnings: tuple[Problem, ...] = ()  # what check reports without refusing the config
 
     def summary(self) -> str:

@@ -16,13 +16,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from relayhook.deliver.circuit import Circuits
+from relayhook.deliver.fallback import fallback_for
 from relayhook.deliver.recorder import Recorder
 from relayhook.deliver.retry import decide
 from relayhook.deliver.runtime import Runtime
 from relayhook.model import Attempt, Decision, Delivery, DeliveryState, Outcome
 from relayhook.ops.metrics import Metrics
 from relayhook.route.noise import Silences
-from relayhook.store.base import Store
+from relayhook.store.base import Store, StoreError
 
 __all__ = ["Scheduler"]
 
@@ -41,9 +43,11 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         silences: Silences | None = None,
+        circuits: Circuits | None = None,
     ) -> None:
         self.store = store
         self._silences = silences
+        self.circuits = circuits or Circuits(store, metrics)
         self._runtime = runtime
         self.metrics = metrics
         self.clock = clock
@@ -51,7 +55,11 @@ class Scheduler:
         self.recorder = Recorder(store, self._written)
         self._wake = asyncio.Event()
         self._inflight: Counter[str] = Counter()
-        self._next_start: dict[str, float] = {}  # monotonic time a paced destination may send
+        # Monotonic time a destination may send again: paced (min_interval) or resting after
+        # a rate limit or Retry-After.
+        self._next_start: dict[str, float] = {}
+        self._probes: set[str] = set()  # destinations whose claim this round is a probe
+        self._saving: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
         # Deliveries sent or being sent whose attempt is not written yet: never picked twice.
         self._busy: set[int] = set()
@@ -68,28 +76,39 @@ class Scheduler:
         self._wake.set()  # retries may be due sooner than the last round thought
 
     def _wants(self, runtime: Runtime) -> tuple[dict[str, int], float | None]:
-        """Free slots per destination, and when the next paced one may start."""
+        """Free slots per destination, and when the next held-back one may start (a
+        paced or resting destination, or an open circuit's next probe), as a delay."""
         config = runtime.config
         spare = config.concurrency.total - len(self._attempts)
         wants: dict[str, int] = {}
-        paced_until: float | None = None
+        waits: list[float] = []
+        mono, now = self.monotonic(), self.clock()
+        self._probes.clear()
         for name, dest in config.destinations.items():
             free = min(dest.concurrency - self._inflight[name], spare)
+            allowed, probe_at = self.circuits.gate(dest, now)
+            if not allowed:
+                if probe_at is not None and probe_at > now:
+                    waits.append(probe_at - now)
+                continue
+            ready_at = self._next_start.get(name, 0.0)
+            if ready_at > mono:
+                waits.append(ready_at - mono)
+                continue
             sender = runtime.senders.get(name)
-            if sender is not None and sender.min_interval > 0:
-                ready_at = self._next_start.get(name, 0.0)
-                if ready_at > self.monotonic():
-                    paced_until = min(paced_until or ready_at, ready_at)
-                    continue
+            if probe_at is not None:
+                free = min(free, 1)  # the one probe of an open circuit
+                self._probes.add(name)
+            elif sender is not None and sender.min_interval > 0:
                 free = min(free, 1)
             if free > 0:
                 wants[name] = free
-        return wants, paced_until
+        return wants, min(waits) if waits else None
 
     async def round(self) -> float | None:
         """Start what is due; None when it started some, else how long to wait."""
         runtime = self._runtime()
-        wants, paced_until = self._wants(runtime)
+        wants, held_for = self._wants(runtime)
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
         if claimed and self._silences is not None:
             claimed = await self._unmuted(claimed)
@@ -103,8 +122,8 @@ class Scheduler:
             delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full
         else:
             delay = min(_IDLE_POLL, next_due - now)
-        if paced_until is not None:
-            delay = min(delay, max(0.0, paced_until - self.monotonic()))
+        if held_for is not None:
+            delay = min(delay, max(0.0, held_for))
         return delay
 
     async def _unmuted(self, claimed: list[Delivery]) -> list[Delivery]:
@@ -139,17 +158,26 @@ class Scheduler:
         sender = runtime.senders.get(delivery.destination)
         if sender is not None and sender.min_interval > 0:
             self._next_start[delivery.destination] = self.monotonic() + sender.min_interval
+        probe = delivery.destination in self._probes
+        if probe:
+            self.circuits.probing(delivery.destination)
+            logger.info(
+                "circuit for %s: probing with delivery %s",
+                delivery.destination,
+                delivery.id,
+                extra={"delivery_id": delivery.id, "destination": delivery.destination},
+            )
         self._busy.add(delivery.id)
         self._inflight[delivery.destination] += 1
-        task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.id}")
+        task = asyncio.create_task(self._attempt(delivery, probe), name=f"delivery-{delivery.id}")
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
 
-    async def _attempt(self, delivery: Delivery) -> None:
+    async def _attempt(self, delivery: Delivery, probe: bool = False) -> None:
         # The runtime the attempt began with stays open until it ends, across reloads.
         runtime = self._runtime().acquire()
         try:
-            attempt = await self._send(runtime, delivery)
+            attempt = await self._send(runtime, delivery, probe)
         except Exception:
             # Our own failure, not the destination's: no attempt to write, so it must not
             # stay busy for good; it is due again next round.
@@ -158,12 +186,14 @@ class Scheduler:
         else:
             self.recorder.add(attempt)
             self._count(delivery, attempt)
+            if self.circuits.changed and self._saving is None:
+                self._saving = asyncio.create_task(self._save_circuits())
         finally:
             self._inflight[delivery.destination] -= 1
             runtime.release()
             self._wake.set()
 
-    async def _send(self, runtime: Runtime, delivery: Delivery) -> Attempt:
+    async def _send(self, runtime: Runtime, delivery: Delivery, probe: bool = False) -> Attempt:
         dest = runtime.config.destinations.get(delivery.destination)
         sender = runtime.senders.get(delivery.destination)
         started, t0 = self.clock(), self.monotonic()
@@ -181,6 +211,25 @@ class Scheduler:
         number = delivery.attempts + 1
         now = self.clock()
         error = runtime.config.redactor(outcome.error) if outcome.error else None
+        if outcome.retry_after and not outcome.ok:
+            # The destination asked for a rest: none of its deliveries go before it ends.
+            rest = self.monotonic() + outcome.retry_after
+            self._next_start[delivery.destination] = max(
+                self._next_start.get(delivery.destination, 0.0), rest
+            )
+        held = False
+        if dest is not None:
+            self.circuits.observe(dest, outcome, error, probe, now)
+            if dest.name in self.circuits.reordering:
+                await self._reorder(dest.name, now)
+        if probe and not outcome.ok and outcome.retry:
+            # A failed probe spends nothing: the delivery keeps its place and its attempts.
+            decision, held = Decision(DeliveryState.RETRYING, delivery.due_at or now), True
+        else:
+            decision = decide(outcome, number, policy, now)
+        fallback = None
+        if decision.state is DeliveryState.DEAD and dest is not None:
+            fallback = fallback_for(runtime.config, dest, delivery, number, error)
         return Attempt(
             delivery_id=delivery.id,
             number=number,
@@ -188,8 +237,11 @@ class Scheduler:
             duration_ms=duration_ms,
             outcome=outcome.label,
             error=error,
-            decision=decide(outcome, number, policy, now),
+            decision=decision,
             recorded_at=now,
+            destination=delivery.destination,
+            held=held,
+            fallback=fallback,
         )
 
     def _count(self, delivery: Delivery, attempt: Attempt) -> None:
@@ -203,6 +255,25 @@ class Scheduler:
             )
         _log(delivery, attempt, attempt.decision)
 
+    async def _reorder(self, name: str, now: float) -> None:
+        """The circuit just closed: its backlog back in the order it first fell due."""
+        try:
+            moved = await self.store.requeue_due(name, now)
+            logger.info("%s: %d deliveries waiting go out oldest first", name, moved)
+        except StoreError as e:
+            logger.error("%s: could not put the backlog in order (%s)", name, e)
+        finally:
+            self.circuits.reordering.discard(name)
+
+    async def _save_circuits(self) -> None:
+        # Beside the attempts, not in their way: a circuit changes a few times an outage.
+        try:
+            await self.circuits.store_changes()
+        except StoreError as e:
+            logger.error("could not store a circuit (%s); trying with the next change", e)
+        finally:
+            self._saving = None
+
     async def drain(self, seconds: float) -> None:
         """Let attempts in flight finish for up to seconds; cancel the rest; write what ended."""
         if self._attempts:
@@ -213,6 +284,9 @@ class Scheduler:
             if pending:
                 logger.info("left %d deliveries in flight for retry after restart", len(pending))
         await self.recorder.flush()
+        if self._saving is not None:
+            await asyncio.gather(self._saving, return_exceptions=True)
+        await self.circuits.store_changes()
 
 
 def _fair_share(claimed: list[Delivery], spare: int) -> list[Delivery]:
@@ -244,7 +318,7 @@ def _log(delivery: Delivery, attempt: Attempt, decision: Decision) -> None:
         delivery.id,
         delivery.destination,
         attempt.number,
-        decision.state,
+        "failed as a probe (not counted)" if attempt.held else decision.state,
         f": {attempt.error}" if attempt.error else "",
         extra={
             "delivery_id": delivery.id,

@@ -67,6 +67,12 @@ class Metrics:
             ["destination", "reason"],
             registry=r,
         )
+        self.circuit_open = Gauge(
+            "relayhook_destination_circuit_open",
+            "1 while a destination's circuit is open (its deliveries wait for a probe).",
+            ["destination"],
+            registry=r,
+        )
         self.latency = Histogram(
             "relayhook_notification_latency_seconds",
             "From receiving an event to delivering it.",

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
@@ -116,10 +116,32 @@ class Store(Protocol):
         and when the next delivery to those destinations falls due."""
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        """Log each attempt and move its delivery to the state it decided."""
+        """Log each attempt and move its delivery to the state it decided (a held attempt
+        spends none of its attempts); add and link the fallback delivery of one that went
+        dead with a fallback; note each destination's last success or error."""
 
     async def waiting_by_destination(self) -> dict[str, int]:
         """Unfinished deliveries per destination."""
+
+    async def requeue_due(self, destination: str, now: float) -> int:
+        """Give every delivery due to destination its first due time (when it was made)
+        back as its place in the queue, so a backlog drains oldest first."""
+
+    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
+        """Make dead the unfinished deliveries to destinations not in `configured`, not
+        touched since `before`, saying why: how many per destination."""
+
+    # -- destinations --------------------------------------------------------------------
+
+    async def circuits(self) -> list[CircuitState]:
+        """Every stored circuit."""
+
+    async def save_circuit(self, state: CircuitState) -> None:
+        """Store a destination's circuit as it is now."""
+
+    async def destination_status(self) -> dict[str, dict[str, Any]]:
+        """Per destination: circuit, opened_at, next_probe_at, last_success_at,
+        last_error, last_error_at, queue (deliveries waiting) and oldest_due_at."""
 
     # -- replay ------------------------------------------------------------------------
 

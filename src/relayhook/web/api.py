@@ -20,6 +20,8 @@ from litestar.params import Parameter
 
 from relayhook.config import units
 from relayhook.config.settings import Config
+from relayhook.deliver.probe import TEST_BODY, TEST_TITLE, destination_report, send_test
+from relayhook.deliver.senders.base import Sender
 from relayhook.receive.auth import bearer_token
 from relayhook.route.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
@@ -35,6 +37,8 @@ class Control(Protocol):
     async def reload(self) -> tuple[bool, list[str]]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def sender(self, name: str) -> Sender | None: ...
 
 
 def admin_router(config: Callable[[], Config], store: Store, control: Control | None) -> Router:
@@ -184,7 +188,38 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
 
     @get("/status")
     async def status() -> Response[bytes]:
-        return reply(control.status() if control else {"config": config().summary()})
+        found = control.status() if control else {"config": config().summary()}
+        stored = await store.destination_status()
+        return reply({**found, "destinations": destination_report(config(), stored)})
+
+    @post("/destinations/{name:str}/test")
+    async def test_destination(name: str, request: Request[Any, Any, Any]) -> Response[bytes]:
+        cfg = config()
+        dest = cfg.destinations.get(name)
+        if dest is None:
+            return reply({"error": f"no destination named '{name}'"}, 404)
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            body = None
+        parts = {k: body.get(k) for k in ("title", "body")} if isinstance(body, dict) else None
+        if parts is None or not all(v is None or isinstance(v, str) for v in parts.values()):
+            return reply({"error": 'send nothing, or {"title": "...", "body": "..."}'}, 400)
+        outcome, took = await send_test(
+            cfg,
+            dest,
+            parts["title"] or TEST_TITLE,
+            parts["body"] or TEST_BODY,
+            sender=control.sender(name) if control is not None else None,
+        )
+        result = {
+            "destination": name,
+            "delivered": outcome.ok,
+            "ms": round(took * 1000, 1),
+            "error": outcome.error,
+        }
+        return reply(result, 200 if outcome.ok else 502)
 
     return Router(
         path="/api",
@@ -200,6 +235,7 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
             silences,
             add_silence,
             expire_silence,
+            test_destination,
         ],
         guards=[guard],
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -24,10 +25,12 @@ from relayhook.config.settings import AppriseDestination
 from relayhook.deliver.senders import console
 from relayhook.model import TIMEOUT, Delivery, Outcome
 
-__all__ = ["AppriseSender", "apprise_for", "body_format", "judge", "notify_type"]
+__all__ = ["RATE_LIMIT_WAIT", "AppriseSender", "apprise_for", "body_format", "judge", "notify_type"]
 
 # How much longer than our timeout apprise's socket may wait before its thread gives up.
 _GRACE = 1.0
+_RATE_LIMITED = re.compile(r"\berror=429\b")
+RATE_LIMIT_WAIT = 30.0  # seconds an apprise destination rests after a 429
 
 
 def _with_params(url: str, **params: str) -> str:
@@ -90,7 +93,12 @@ def judge(result: Any) -> Outcome:
     if result.timeout_count:
         return TIMEOUT
     messages = [e.message for e in result.logs() if e.level in ("WARNING", "ERROR", "CRITICAL")]
-    return Outcome(False, "; ".join(messages) or f"apprise reported {result.status.name}")
+    error = "; ".join(messages) or f"apprise reported {result.status.name}"
+    if _RATE_LIMITED.search(error):
+        # Apprise's plugins log the HTTP status ("... error=429.") but not Retry-After:
+        # wait a while rather than spend the attempts at the usual pace.
+        return Outcome(False, error, retry_after=RATE_LIMIT_WAIT, limited=True)
+    return Outcome(False, error)
 
 
 class AppriseSender:

@@ -72,6 +72,7 @@ class WebhookSender:
                     f"HTTP {response.status}: {text}".strip(),
                     retry=retry,
                     retry_after=_retry_after(response.headers.get("Retry-After")),
+                    limited=response.status == 429,
                 )
         except TimeoutError:
             return TIMEOUT

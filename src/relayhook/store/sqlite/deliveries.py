@@ -11,16 +11,19 @@ __all__ = [
     "claim_due",
     "dead_since",
     "next_due_at",
+    "orphans",
     "record_attempts",
     "recover",
     "replay",
+    "requeue_due",
     "waiting_by_destination",
 ]
 
 _UNFINISHED = "('pending', 'retrying')"
 _DUE_SQL = (
     "SELECT d.id, d.event_id, d.destination, d.title, d.body, d.format, d.attempts,"
-    " e.received_at, d.severity FROM deliveries d JOIN events e ON e.id = d.event_id"
+    " e.received_at, d.severity, d.rule, d.next_attempt_at, d.fallback_of, e.event_type,"
+    " e.source FROM deliveries d JOIN events e ON e.id = d.event_id"
     " WHERE d.destination = ? AND d.state IN ('pending', 'retrying')"
     " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?"
 )
@@ -77,22 +80,24 @@ def waiting_by_destination(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def record_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> None:
-    """Each attempt in the log, and its delivery moved to the state it decided."""
+    """Each attempt in the log, its delivery moved to the state it decided (a held one
+    spends no attempt), a dead one's fallback delivery added and linked, and each
+    destination's last success or error noted."""
     conn.executemany(
-        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error,"
+        " held) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error)
+            (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error, a.held)
             for a in attempts
         ],
     )
     conn.executemany(
-        "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
-        " last_error = ? WHERE id = ?",
+        "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
+        " updated_at = ?, last_error = ? WHERE id = ?",
         [
             (
                 a.decision.state,
-                a.number,
+                0 if a.held else 1,
                 a.decision.next_attempt_at,
                 a.recorded_at,
                 a.error,
@@ -101,6 +106,75 @@ def record_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> No
             for a in attempts
         ],
     )
+    for a in attempts:
+        if a.fallback is not None:
+            _fall_back(conn, a)
+    last: dict[str, Attempt] = {}
+    for a in attempts:
+        if a.destination:
+            last[a.destination] = a  # the batch is in finishing order: the last one counts
+    for name, a in last.items():
+        ok = a.decision.state == "delivered"
+        conn.execute(
+            "INSERT INTO destinations (name, last_success_at, last_error, last_error_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+            " last_success_at = COALESCE(excluded.last_success_at, last_success_at),"
+            " last_error = COALESCE(excluded.last_error, last_error),"
+            " last_error_at = COALESCE(excluded.last_error_at, last_error_at)",
+            (name, a.recorded_at if ok else None, None if ok else a.error or a.outcome,
+             None if ok else a.recorded_at),
+        )  # fmt: skip
+
+
+def _fall_back(conn: sqlite3.Connection, a: Attempt) -> None:
+    """The fallback delivery of a dead one: same event, rule and severity, linked."""
+    fb = a.fallback
+    assert fb is not None
+    cur = conn.execute(
+        "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+        " severity, item, state, next_attempt_at, created_at, updated_at, fallback_of)"
+        " SELECT event_id, rule, ?, item_index, ?, ?, ?, severity, item, 'pending', ?, ?, ?, id"
+        " FROM deliveries WHERE id = ? AND fallback_id IS NULL",
+        (fb.destination, fb.title, fb.body, fb.format, a.recorded_at, a.recorded_at,
+         a.recorded_at, a.delivery_id),
+    )  # fmt: skip
+    if cur.rowcount == 1:
+        conn.execute(
+            "UPDATE deliveries SET fallback_id = ? WHERE id = ?", (cur.lastrowid, a.delivery_id)
+        )
+
+
+def requeue_due(conn: sqlite3.Connection, destination: str, now: float) -> int:
+    """Put every delivery due to destination back in the order it first fell due (when
+    it was made): after an outage the backlog goes out oldest first. How many."""
+    cur = conn.execute(
+        f"UPDATE deliveries SET next_attempt_at = created_at WHERE destination = ?"  # noqa: S608
+        f" AND state IN {_UNFINISHED} AND next_attempt_at <= ? AND next_attempt_at > created_at",
+        (destination, now),
+    )
+    return cur.rowcount
+
+
+def orphans(
+    conn: sqlite3.Connection, configured: Sequence[str], before: float, now: float
+) -> dict[str, int]:
+    """Unfinished deliveries to destinations the config no longer has, untouched since
+    before, made dead saying so: how many per destination."""
+    marks = ",".join("?" * len(configured))
+    rows = conn.execute(
+        f"SELECT id, destination FROM deliveries WHERE state IN {_UNFINISHED}"  # noqa: S608
+        f" AND destination NOT IN ({marks}) AND updated_at < ?",
+        [*configured, before],
+    ).fetchall()
+    found: dict[str, int] = {}
+    for delivery_id, destination in rows:
+        conn.execute(
+            "UPDATE deliveries SET state = 'dead', next_attempt_at = NULL, updated_at = ?,"
+            " last_error = ? WHERE id = ?",
+            (now, f"destination '{destination}' is no longer in the config", delivery_id),
+        )
+        found[destination] = found.get(destination, 0) + 1
+    return found
 
 
 def recover(conn: sqlite3.Connection, now: float) -> int:

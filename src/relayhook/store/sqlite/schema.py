@@ -164,6 +164,32 @@ def m007_throttles(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m008_destinations(db: sqlite_utils.Database) -> None:
+    for statement in (
+        # Per destination: its circuit (written on each change, so an open one stays open
+        # across a restart) and how its last attempts went (written with the attempts).
+        """CREATE TABLE destinations (
+            name TEXT PRIMARY KEY,
+            circuit_open INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            opened_at REAL,
+            probe_every REAL NOT NULL DEFAULT 0,
+            next_probe_at REAL,
+            circuit_error TEXT,
+            last_success_at REAL,
+            last_error TEXT,
+            last_error_at REAL
+        )""",
+        # A probe's failure is in the log but spends none of its delivery's attempts.
+        "ALTER TABLE attempts ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+        # A dead delivery and the one that stood in for it at its fallback, both ways.
+        "ALTER TABLE deliveries ADD COLUMN fallback_of INTEGER",
+        "ALTER TABLE deliveries ADD COLUMN fallback_id INTEGER",
+    ):
+        db.execute(statement)
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -13,10 +13,10 @@ from typing import Any
 
 import msgspec
 
-from relayhook.model import Attempt, Delivery, Event, NewEvent, Routing
+from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import Digest, DueGroup, PruneResult, QueueStats
-from relayhook.store.sqlite import deliveries, events, groups, reads, silences
+from relayhook.store.sqlite import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
 from relayhook.store.sqlite.schema import connect, migrate, shrink
@@ -75,6 +75,26 @@ class SqliteStore:
 
     async def waiting_by_destination(self) -> dict[str, int]:
         return await self._writer.run(deliveries.waiting_by_destination)
+
+    async def requeue_due(self, destination: str, now: float) -> int:
+        return await self._writer.run(
+            partial(deliveries.requeue_due, destination=destination, now=now)
+        )
+
+    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
+        names = list(configured)
+        return await self._writer.run(
+            partial(deliveries.orphans, configured=names, before=before, now=now)
+        )
+
+    async def circuits(self) -> list[CircuitState]:
+        return await self._writer.run(destinations.circuits)
+
+    async def save_circuit(self, state: CircuitState) -> None:
+        await self._writer.run(partial(destinations.save_circuit, state=state))
+
+    async def destination_status(self) -> dict[str, dict[str, Any]]:
+        return await self._writer.run(destinations.destination_status)
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
         chosen = list(ids)
