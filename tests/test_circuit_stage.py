@@ -50,29 +50,30 @@ def test_circuit_opens_probes_spends_nothing_then_drains_oldest_first(tmp_path: 
             assert h.scheduler.circuits.is_open("b")
             assert h.metrics.circuit_open.labels("b")._value.get() == 1
 
-            # Nothing while open, until the probe is due: one probe, the oldest due
-            # delivery (the untried ones fell due first), every interval, doubling.
+            # Nothing while open, until the probe is due: one probe, the delivery that
+            # first fell due (made first, though its retry was set for later), every
+            # interval, doubling.
             assert await sends_after(h, 5) == []
-            assert await sends_after(h, 5) == [ids[3]]
+            assert await sends_after(h, 5) == [ids[0]]
             assert await sends_after(h, 0) == []
             assert await sends_after(h, 10) == []
-            assert await sends_after(h, 10) == [ids[3]]  # 20 s after the last one
+            assert await sends_after(h, 10) == [ids[0]]  # 20 s after the last one
             assert await sends_after(h, 39) == []
-            assert await sends_after(h, 1) == [ids[3]]  # 40 s: max_delay caps it
-            probe = await h.delivery(ids[3])
-            assert (probe["state"], probe["attempts"]) == ("retrying", 0)
-            assert [a["held"] for a in probe["attempts_log"]] == [True, True, True]
+            assert await sends_after(h, 1) == [ids[0]]  # 40 s: max_delay caps it
+            probe = await h.delivery(ids[0])
+            assert (probe["state"], probe["attempts"]) == ("retrying", 1)  # probes spent none
+            assert [a["held"] for a in probe["attempts_log"]] == [False, True, True, True]
 
             # Back up: the next probe goes through, closes it, and the rest drain in the
             # order they fell due, none dead.
             up(h, ids)
-            assert await sends_after(h, 40) == [ids[3]]
+            assert await sends_after(h, 40) == [ids[0]]
             assert not h.scheduler.circuits.is_open("b")
             drained: list[int] = []
             for _ in range(10):
                 drained += await sends_after(h, 0)
             # By when each first fell due (made), not when its last retry was set for.
-            assert drained == [*ids[:3], *ids[4:]]
+            assert drained == ids[1:]
             states = [(await h.delivery(i))["state"] for i in ids]
             assert states == ["delivered"] * 10
             assert h.metrics.circuit_open.labels("b")._value.get() == 0
@@ -101,7 +102,7 @@ def test_an_open_circuit_stays_open_across_a_restart(tmp_path: Path) -> None:
                 circuits=circuits,
             )
             assert await sends_after(h, 9) == []
-            assert await sends_after(h, 1) == [ids[3]]  # on the schedule it had
+            assert await sends_after(h, 1) == [ids[0]]  # on the schedule it had
 
     run(main)
 

@@ -68,6 +68,10 @@ class Circuits:
         """A probe to name is on its way."""
         self._probing.add(name)
 
+    def probe_abandoned(self, name: str) -> None:
+        """The probe never got an outcome (relayhook's own error): the next may go."""
+        self._probing.discard(name)
+
     def is_open(self, name: str) -> bool:
         state = self._states.get(name)
         return state is not None and state.open

@@ -14,6 +14,7 @@ from relayhook.route.match import escapers
 __all__ = ["fallback_for"]
 
 logger = logging.getLogger("relayhook.deliver")
+_FORMATS = ("text", "markdown", "html")
 
 
 def fallback_for(
@@ -26,8 +27,7 @@ def fallback_for(
     target = config.destinations.get(dest.fallback)
     if target is None:
         return None
-    # A webhook's stored body is the JSON it would have sent: pass it on as text.
-    fmt = delivery.format if delivery.format in ("text", "markdown", "html") else "text"
+    body, fmt = _message_of(delivery)
     note = (
         f"relayhook: sent here because delivery {delivery.id} to {dest.name} failed after"
         f" {attempts} attempt{'s' if attempts != 1 else ''}; last error: {error or 'none given'}"
@@ -39,7 +39,7 @@ def fallback_for(
         note = html.escape(note)
     if escape is not None:
         note = escape(note)
-    body = f"{delivery.body}\n<p>{note}</p>" if fmt == "html" else f"{delivery.body}\n\n{note}"
+    body = f"{body}\n<p>{note}</p>" if fmt == "html" else f"{body}\n\n{note}"
     title = delivery.title
     context = {
         "rule": delivery.rule,
@@ -58,3 +58,19 @@ def fallback_for(
         body = json.dumps({"title": title, "body": body, "format": fmt, **context})
         fmt = "json"
     return Fallback(target.name, title, body, fmt)
+
+
+def _message_of(delivery: Delivery) -> tuple[str, str]:
+    """The message's body and format. A webhook's stored body is the request it would
+    have sent: its default JSON carries the message's body, which is taken; a body of the
+    user's own shape goes on as text."""
+    if delivery.format in _FORMATS:
+        return delivery.body, delivery.format
+    try:
+        sent = json.loads(delivery.body)
+    except ValueError:
+        sent = None
+    if isinstance(sent, dict) and isinstance(sent.get("body"), str):
+        fmt = sent.get("format")
+        return sent["body"], fmt if fmt in _FORMATS else "text"
+    return delivery.body, "text"

@@ -109,6 +109,9 @@ class Scheduler:
         """Start what is due; None when it started some, else how long to wait."""
         runtime = self._runtime()
         wants, held_for = self._wants(runtime)
+        for name in self._probes:
+            # The probe is the delivery that first fell due, like the backlog after it.
+            await self.store.requeue_due(name, self.clock())
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
         if claimed and self._silences is not None:
             claimed = await self._unmuted(claimed)
@@ -183,6 +186,8 @@ class Scheduler:
             # stay busy for good; it is due again next round.
             logger.exception("delivery %s: the attempt failed inside relayhook", delivery.id)
             self._busy.discard(delivery.id)
+            if probe:
+                self.circuits.probe_abandoned(delivery.destination)
         else:
             self.recorder.add(attempt)
             self._count(delivery, attempt)
