@@ -22,10 +22,12 @@ import pytest
 
 from relayhook.model import (
     Attempt,
+    CircuitState,
     Decision,
     Delivery,
     DeliveryState,
     Event,
+    Fallback,
     Grouping,
     Message,
     NewEvent,
@@ -2040,6 +2042,147 @@ def test_hold_group_moves_a_due_group_into_the_quiet_group_once(store: Store) ->
         assert await store.next_group_due() == T0 + 900
         assert await store.close_group(again, None, T0 + 900) == m4
         assert e1 != again.event_id
+
+    run(go())
+
+
+# -- circuits, fallbacks, destinations ---------------------------------------------------
+# A probe's failure is logged but spends no attempt; a dead delivery's fallback is made in
+# the same write; each destination's circuit and last outcomes are kept.
+
+
+def test_a_held_attempt_is_logged_but_spends_nothing(store: Store) -> None:
+    async def go() -> None:
+        d = await one(store, "a", at=T0)
+        await store.record_attempts([attempt(d, 1, RETRYING, T0 + 1, next_at=T0 + 5, error="x")])
+        held = replace(attempt(d, 2, RETRYING, T0 + 40, next_at=T0, error="HTTP 503"), held=True)
+        await store.record_attempts([held, replace(held, started_at=T0 + 80, recorded_at=T0 + 81)])
+        row = await store.get_delivery(d)
+        assert row is not None
+        assert pick(row, "state", "attempts", "next_attempt_at", "last_error") == dict(
+            state="retrying", attempts=1, next_attempt_at=T0, last_error="HTTP 503"
+        )
+        assert [(a["number"], a["held"]) for a in row["attempts_log"]] == [
+            (1, False), (2, True), (2, True),
+        ]  # fmt: skip
+        (claimed,), _ = await store.claim_due({"slack": 5}, set(), T0 + 100)
+        assert (claimed.attempts, claimed.due_at) == (1, T0)
+
+    run(go())
+
+
+def test_a_dead_delivery_gets_one_linked_fallback(store: Store) -> None:
+    async def go() -> None:
+        event_id, (d,) = await routed(
+            store, "a", [replace(message("slack", item_index=3, item={"m": 1}), severity="failure")]
+        )
+        fb = Fallback("mail", "title r1", "body r1\n\nrelayhook: sent here because ...", "text")
+        dead = replace(attempt(d, 1, DEAD, T0 + 1, error="HTTP 500"), fallback=fb)
+        await store.record_attempts([dead])
+        row = await store.get_delivery(d)
+        assert row is not None
+        assert (row["state"], row["fallback_of"]) == ("dead", None)
+        made = row["fallback_id"]
+        other = await store.get_delivery(made)
+        assert other is not None
+        assert pick(
+            other, "event_id", "rule", "destination", "item_index", "title", "body", "format",
+            "severity", "state", "attempts", "next_attempt_at", "fallback_of", "fallback_id",
+        ) == dict(
+            event_id=event_id, rule="r1", destination="mail", item_index=3, title="title r1",
+            body=fb.body, format="text", severity="failure", state="pending", attempts=0,
+            next_attempt_at=T0 + 2, fallback_of=d, fallback_id=None,
+        )  # fmt: skip
+        (claimed,), _ = await store.claim_due({"mail": 5}, set(), T0 + 2)
+        assert (claimed.id, claimed.fallback_of, claimed.rule) == (made, d, "r1")
+        # Written again (a retried batch): still one fallback.
+        await store.record_attempts([dead])
+        assert len(await store.list_deliveries(destination="mail")) == 1
+
+    run(go())
+
+
+def test_circuits_are_stored_and_read_back(store: Store) -> None:
+    async def go() -> None:
+        assert await store.circuits() == []
+        opened = CircuitState("slack", True, 5, T0, 30.0, T0 + 30, "HTTP 503")
+        await store.save_circuit(opened)
+        await store.save_circuit(CircuitState("pager"))
+        assert await store.circuits() == [CircuitState("pager"), opened]
+        closed = CircuitState("slack")
+        await store.save_circuit(closed)
+        assert await store.circuits() == [CircuitState("pager"), closed]
+
+    run(go())
+
+
+def test_destination_status_circuit_queue_and_last_outcomes(store: Store) -> None:
+    async def go() -> None:
+        assert await store.destination_status() == {}
+        a = await one(store, "a", at=T0)
+        b = await one(store, "b", at=T0 + 1)
+        await one(store, "c", "pager", at=T0 + 2)
+        await store.record_attempts(
+            [
+                replace(attempt(a, 1, DELIVERED, T0 + 3, outcome="delivered"), destination="slack"),
+                replace(
+                    attempt(b, 1, RETRYING, T0 + 4, next_at=T0 + 9, error="HTTP 502"),
+                    destination="slack",
+                ),
+            ]
+        )
+        await store.save_circuit(CircuitState("slack", True, 5, T0 + 5, 30.0, T0 + 35, "x"))
+        status = await store.destination_status()
+        assert status["slack"] == dict(
+            circuit="open", opened_at=T0 + 5, next_probe_at=T0 + 35,
+            last_success_at=T0 + 4, last_error="HTTP 502", last_error_at=T0 + 5,
+            queue=1, oldest_due_at=T0 + 9,
+        )  # fmt: skip
+        assert status["pager"] == dict(
+            circuit="closed", opened_at=None, next_probe_at=None, last_success_at=None,
+            last_error=None, last_error_at=None, queue=1, oldest_due_at=T0 + 2,
+        )  # fmt: skip
+
+    run(go())
+
+
+def test_requeue_due_puts_due_work_back_in_the_order_it_was_made(store: Store) -> None:
+    async def go() -> None:
+        first = await one(store, "a", at=T0)
+        second = await one(store, "b", at=T0 + 1)
+        later = await one(store, "c", at=T0 + 2)
+        await store.record_attempts(
+            [
+                attempt(first, 1, RETRYING, T0 + 3, next_at=T0 + 20),
+                attempt(later, 1, RETRYING, T0 + 3, next_at=T0 + 500),
+            ]
+        )
+        claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 30)
+        assert ids_of(claimed) == [second, first]
+        assert await store.requeue_due("slack", T0 + 30) == 1
+        claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 30)
+        assert ids_of(claimed) == [first, second]  # `later` is not due yet: left alone
+        assert [d.due_at for d in claimed] == [T0, T0 + 1]
+        assert await store.requeue_due("pager", T0 + 30) == 0
+
+    run(go())
+
+
+def test_orphans_go_dead_after_a_while_naming_the_destination(store: Store) -> None:
+    async def go() -> None:
+        kept = await one(store, "a", at=T0)
+        gone = await one(store, "b", "old-hook", at=T0)
+        recent = await one(store, "c", "old-hook", at=T0 + 50)
+        assert await store.orphans(["slack"], T0 + 10, T0 + 60) == {"old-hook": 1}
+        rows = {d: await store.get_delivery(d) for d in (kept, gone, recent)}
+        assert {d: (r or {})["state"] for d, r in rows.items()} == {
+            kept: "pending", gone: "dead", recent: "pending",
+        }  # fmt: skip
+        assert (rows[gone] or {})["last_error"] == (
+            "destination 'old-hook' is no longer in the config"
+        )
+        assert await store.orphans(["slack"], T0 + 10, T0 + 61) == {}
+        assert await store.orphans(["slack", "old-hook"], T0 + 100, T0 + 100) == {}
 
     run(go())
 

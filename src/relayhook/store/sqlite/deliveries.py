@@ -109,12 +109,12 @@ def record_attempts(conn: sqlite3.Connection, attempts: Sequence[Attempt]) -> No
     for a in attempts:
         if a.fallback is not None:
             _fall_back(conn, a)
-    last: dict[str, Attempt] = {}
+    # Each destination's latest success and latest error in the batch.
+    last: dict[tuple[str, bool], Attempt] = {}
     for a in attempts:
         if a.destination:
-            last[a.destination] = a  # the batch is in finishing order: the last one counts
-    for name, a in last.items():
-        ok = a.decision.state == "delivered"
+            last[(a.destination, a.decision.state == "delivered")] = a
+    for (name, ok), a in last.items():
         conn.execute(
             "INSERT INTO destinations (name, last_success_at, last_error, last_error_at)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
