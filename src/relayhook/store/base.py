@@ -14,8 +14,10 @@ from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Ro
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
+    "DeliveryFilter",
     "Digest",
     "DueGroup",
+    "EventFilter",
     "PruneResult",
     "QueueStats",
     "Store",
@@ -40,6 +42,28 @@ class QueueStats:
     oldest_age: float
     awaiting_routing: int
     groups_waiting: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """Which deliveries a list or a bulk replay takes; empty fields take all."""
+
+    states: tuple[str, ...] = ()
+    destination: str | None = None
+    rule: str | None = None
+    since: float | None = None  # created at or after
+    until: float | None = None  # created before
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a list takes; empty fields take all."""
+
+    state: str | None = None
+    source: str | None = None
+    event_type: str | None = None
+    since: float | None = None  # received at or after
+    until: float | None = None  # received before
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +242,26 @@ class Store(Protocol):
         since: float | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]: ...
+
+    async def page_deliveries(
+        self, f: DeliveryFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Deliveries matching f, newest first, ids below `before`: one page of a list."""
+
+    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
+        """Every delivery matching f that replay takes (delivered, dead, silenced)."""
+
+    async def page_events(
+        self, f: EventFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Events matching f, newest first, ids below `before`."""
+
+    async def waiting_groups(self) -> list[dict[str, Any]]:
+        """Groups not sent yet, soonest due first: id, rule, destination, key (as the
+        user wrote it), reason, count, first_at, last_at, due_at."""
+
+    async def send_group_now(self, group_id: int, now: float) -> bool:
+        """Make a waiting group due now; False when it is sent already or unknown."""
 
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
         """A delivery with its event, every attempt, the group it is in (`group`) and the

@@ -17,6 +17,7 @@ from relayhook.pipeline import Pipeline
 from relayhook.receive.http import PREFIX, ASGIApp, hooks_endpoint
 from relayhook.store.base import Store
 from relayhook.web.api import Control, admin_router
+from relayhook.web.ui import UI, ui_routers
 
 __all__ = ["create_app"]
 
@@ -78,6 +79,7 @@ def create_app(
             readyz,
             metrics_endpoint,
             admin_router(config, store, control),
+            *ui_routers(UI(config, store, control, clock=clock)),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         openapi_config=None,

@@ -18,7 +18,9 @@ __all__ = [
     "hold_quiet",
     "join_group",
     "next_group_due",
+    "send_group_now",
     "throttled",
+    "waiting_groups",
 ]
 
 
@@ -224,3 +226,25 @@ def hold_group(conn: sqlite3.Connection, group: DueGroup, until: float, now: flo
         )
     conn.execute("UPDATE deliveries SET group_id = ? WHERE group_id = ?", (quiet_id, group.id))
     return quiet_id
+
+
+def waiting_groups(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, rule, destination, key, reason, count, first_at, last_at, due_at"
+        " FROM groups WHERE state != 'sent' ORDER BY due_at, id"
+    )
+    found = []
+    for row in rows:
+        group = dict(row)
+        if group["reason"] in ("throttle", "quiet"):
+            group["key"] = group["key"].partition(":")[2]
+        found.append(group)
+    return found
+
+
+def send_group_now(conn: sqlite3.Connection, group_id: int, now: float) -> bool:
+    cur = conn.execute(
+        "UPDATE groups SET due_at = MIN(due_at, ?) WHERE id = ? AND state != 'sent'",
+        (now, group_id),
+    )
+    return cur.rowcount == 1

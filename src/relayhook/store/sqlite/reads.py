@@ -6,9 +6,18 @@ import json
 import sqlite3
 from typing import Any
 
-from relayhook.store.base import QueueStats
+from relayhook.store.base import DeliveryFilter, EventFilter, QueueStats
 
-__all__ = ["get_delivery", "get_event", "list_deliveries", "list_events", "queue_stats"]
+__all__ = [
+    "get_delivery",
+    "get_event",
+    "list_deliveries",
+    "list_events",
+    "matching_deliveries",
+    "page_deliveries",
+    "page_events",
+    "queue_stats",
+]
 
 _LIST_SQL = (
     "SELECT d.id, d.event_id, e.source, e.event_type, d.rule, d.destination, d.item_index,"
@@ -146,3 +155,72 @@ def queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
     groups = conn.execute("SELECT COUNT(*) FROM groups WHERE state != 'sent'").fetchone()[0]
     age = (now - oldest) if oldest is not None else 0.0
     return QueueStats(depth, age, int(awaiting), int(groups))
+
+
+def _delivery_terms(f: DeliveryFilter) -> tuple[list[str], list[object]]:
+    terms: list[str] = []
+    args: list[object] = []
+    if f.states:
+        terms.append(f"d.state IN ({','.join('?' * len(f.states))})")
+        args += f.states
+    for column, value in (("d.destination", f.destination), ("d.rule", f.rule)):
+        if value is not None:
+            terms.append(f"{column} = ?")
+            args.append(value)
+    if f.since is not None:
+        terms.append("d.created_at >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        terms.append("d.created_at < ?")
+        args.append(f.until)
+    return terms, args
+
+
+def page_deliveries(
+    conn: sqlite3.Connection, f: DeliveryFilter, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Deliveries matching f, newest first, with ids below `before` (the page's key)."""
+    terms, args = _delivery_terms(f)
+    if before is not None:
+        terms.append("d.id < ?")
+        args.append(before)
+    where = " WHERE " + " AND ".join(terms) if terms else ""
+    sql = _LIST_SQL + where + " ORDER BY d.id DESC LIMIT ?"
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def matching_deliveries(conn: sqlite3.Connection, f: DeliveryFilter) -> list[int]:
+    """The ids of every delivery matching f that replay takes (delivered, dead, silenced)."""
+    terms, args = _delivery_terms(f)
+    terms.append("d.state IN ('delivered', 'dead', 'silenced')")
+    # Fixed column names only; every value is a bound parameter.
+    sql = "SELECT d.id FROM deliveries d WHERE " + " AND ".join(terms) + " ORDER BY d.id"  # noqa: S608
+    return [row[0] for row in conn.execute(sql, args)]
+
+
+def page_events(
+    conn: sqlite3.Connection, f: EventFilter, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Events matching f, newest first, with ids below `before`."""
+    terms: list[str] = []
+    args: list[object] = []
+    for column, value in (
+        ("e.state", f.state),
+        ("e.source", f.source),
+        ("e.event_type", f.event_type),
+    ):
+        if value is not None:
+            terms.append(f"{column} = ?")
+            args.append(value)
+    if f.since is not None:
+        terms.append("e.received_at >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        terms.append("e.received_at < ?")
+        args.append(f.until)
+    if before is not None:
+        terms.append("e.id < ?")
+        args.append(before)
+    where = " WHERE " + " AND ".join(terms) if terms else ""
+    sql = _EVENTS_SQL + where + " ORDER BY e.id DESC LIMIT ?"
+    return [dict(row) for row in conn.execute(sql, [*args, limit])]

@@ -15,7 +15,14 @@ import msgspec
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
-from relayhook.store.base import Digest, DueGroup, PruneResult, QueueStats
+from relayhook.store.base import (
+    DeliveryFilter,
+    Digest,
+    DueGroup,
+    EventFilter,
+    PruneResult,
+    QueueStats,
+)
 from relayhook.store.sqlite import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
@@ -119,6 +126,27 @@ class SqliteStore:
         return await self._writer.run(
             partial(groups.close_group, group=group, digest=digest, now=now)
         )
+
+    async def waiting_groups(self) -> list[dict[str, Any]]:
+        return await self._writer.run(groups.waiting_groups)
+
+    async def send_group_now(self, group_id: int, now: float) -> bool:
+        return await self._writer.run(partial(groups.send_group_now, group_id=group_id, now=now))
+
+    async def page_deliveries(
+        self, f: DeliveryFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._writer.run(
+            partial(reads.page_deliveries, f=f, before=before, limit=limit)
+        )
+
+    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
+        return await self._writer.run(partial(reads.matching_deliveries, f=f))
+
+    async def page_events(
+        self, f: EventFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._writer.run(partial(reads.page_events, f=f, before=before, limit=limit))
 
     async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
         return await self._writer.run(partial(groups.hold_group, group=group, until=until, now=now))
