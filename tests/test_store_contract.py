@@ -35,7 +35,15 @@ from relayhook.model import (
     Throttling,
 )
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
-from relayhook.store.base import Digest, DueGroup, PruneResult, Store, StoreBusy
+from relayhook.store.base import (
+    DeliveryFilter,
+    Digest,
+    DueGroup,
+    EventFilter,
+    PruneResult,
+    Store,
+    StoreBusy,
+)
 from relayhook.store.open import open_store
 from relayhook.store.sqlite.store import SqliteStore
 
@@ -2183,6 +2191,92 @@ def test_orphans_go_dead_after_a_while_naming_the_destination(store: Store) -> N
         )
         assert await store.orphans(["slack"], T0 + 10, T0 + 61) == {}
         assert await store.orphans(["slack", "old-hook"], T0 + 100, T0 + 100) == {}
+
+    run(go())
+
+
+# -- pages: lists by key, bulk replay, waiting groups --------------------------------------
+
+
+def test_page_deliveries_filters_and_pages_by_id(store: Store) -> None:
+    async def go() -> None:
+        a = await one(store, "a", at=T0)
+        b = await one(store, "b", "pager", at=T0 + 10)
+        c = await one(store, "c", at=T0 + 20)
+        d = await one(store, "d", at=T0 + 30)
+        await store.record_attempts(
+            [attempt(a, 1, DEAD, T0 + 1, error="x"), attempt(c, 1, DELIVERED, T0 + 21)]
+        )
+
+        async def ids(f: DeliveryFilter, before: int | None = None, limit: int = 10) -> list[int]:
+            return [r["id"] for r in await store.page_deliveries(f, before, limit)]
+
+        assert await ids(DeliveryFilter()) == [d, c, b, a]
+        assert await ids(DeliveryFilter(), limit=2) == [d, c]
+        assert await ids(DeliveryFilter(), before=c, limit=2) == [b, a]
+        assert await ids(DeliveryFilter(states=("dead", "delivered"))) == [c, a]
+        assert await ids(DeliveryFilter(destination="pager")) == [b]
+        assert await ids(DeliveryFilter(rule="r1", since=T0 + 10, until=T0 + 30)) == [c, b]
+        assert await ids(DeliveryFilter(states=("silenced",))) == []
+        (row,) = await store.page_deliveries(DeliveryFilter(destination="pager"), None, 10)
+        assert pick(row, "id", "state", "destination", "rule", "title", "group_id") == dict(
+            id=b, state="pending", destination="pager", rule="r1", title="title r1", group_id=None
+        )
+        # Replay takes every match that is finished, not just a page.
+        assert await store.matching_deliveries(DeliveryFilter()) == [a, c]
+        assert await store.matching_deliveries(DeliveryFilter(states=("dead",))) == [a]
+        assert await store.matching_deliveries(DeliveryFilter(states=("pending",))) == []
+
+    run(go())
+
+
+def test_page_events_filters_and_pages_by_id(store: Store) -> None:
+    async def go() -> None:
+        first, _ = await store.add_event(new_event("k1", at=T0))
+        second, _ = await store.add_event(new_event("k2", source="billing", at=T0 + 5))
+        third, _ = await store.add_event(new_event("k3", event_type="order.refunded", at=T0 + 10))
+        await store.save_routings([Routing(first, ())], T0 + 11)
+
+        async def ids(f: EventFilter, before: int | None = None) -> list[int]:
+            return [r["id"] for r in await store.page_events(f, before, 10)]
+
+        assert await ids(EventFilter()) == [third, second, first]
+        assert await ids(EventFilter(), before=second) == [first]
+        assert await ids(EventFilter(state="unrouted")) == [first]
+        assert await ids(EventFilter(source="billing")) == [second]
+        assert await ids(EventFilter(event_type="order.refunded")) == [third]
+        assert await ids(EventFilter(since=T0 + 5, until=T0 + 10)) == [second]
+        (row,) = await store.page_events(EventFilter(source="billing"), None, 10)
+        assert pick(row, "id", "source", "event_key", "event_type", "state", "deliveries") == dict(
+            id=second, source="billing", event_key="k2", event_type="order.paid",
+            state="received", deliveries=0,
+        )  # fmt: skip
+
+    run(go())
+
+
+def test_waiting_groups_and_send_now(store: Store) -> None:
+    async def go() -> None:
+        await routed(store, "e1", [grouped("db")], at=T0)
+        await routed(store, "e2", [grouped("db")], at=T0 + 5)
+        await routed(store, "e3", [throttled("web", limit=1)], at=T0 + 6)
+        await routed(store, "e4", [throttled("web", limit=1)], at=T0 + 7)
+        waiting = await store.waiting_groups()
+        assert [pick(g, "rule", "destination", "key", "reason", "count", "due_at") for g in waiting] == [
+            dict(rule="r1", destination="slack", key="web", reason="throttle", count=1,
+                 due_at=T0 + 16),
+            dict(rule="r1", destination="slack", key="db", reason="wait", count=2,
+                 due_at=T0 + WAIT),
+        ]  # fmt: skip
+        db = waiting[1]["id"]
+        assert await store.send_group_now(db, T0 + 8)
+        assert [g.id for g in await store.due_groups(T0 + 8, 10)] == [db]
+        assert await store.next_group_due() == T0 + 8
+        (g,) = await store.due_groups(T0 + 8, 10)
+        await store.close_group(g, Digest("2 × r1", "-", "markdown"), T0 + 8)
+        assert not await store.send_group_now(db, T0 + 9)  # sent already
+        assert not await store.send_group_now(db + 1000, T0 + 9)
+        assert [w["key"] for w in await store.waiting_groups()] == ["web"]
 
     run(go())
 
