@@ -16,6 +16,7 @@ SUITE = [
     ["memory.py", "--settle", "20"],
     ["latency.py", "--seconds", "20"],
     ["groups.py", "--seconds", "8", "--rounds", "3"],
+    ["ui.py", "--seconds", "8", "--rounds", "3"],
 ]
 
 

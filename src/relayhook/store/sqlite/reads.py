@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from typing import Any
@@ -160,7 +161,10 @@ def queue_stats(conn: sqlite3.Connection, now: float) -> QueueStats:
 def _delivery_terms(f: DeliveryFilter) -> tuple[list[str], list[object]]:
     terms: list[str] = []
     args: list[object] = []
-    if f.states:
+    if len(f.states) == 1:
+        terms.append("d.state = ?")
+        args.append(f.states[0])
+    elif f.states:
         terms.append(f"d.state IN ({','.join('?' * len(f.states))})")
         args += f.states
     for column, value in (("d.destination", f.destination), ("d.rule", f.rule)):
@@ -180,6 +184,15 @@ def page_deliveries(
     conn: sqlite3.Connection, f: DeliveryFilter, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """Deliveries matching f, newest first, with ids below `before` (the page's key)."""
+    if len(f.states) > 1:
+        # A page per state, each straight off the (state, id) index, merged: one query
+        # for them all would sort every matching row to find the newest few.
+        rows = [
+            row
+            for state in f.states
+            for row in page_deliveries(conn, dataclasses.replace(f, states=(state,)), before, limit)
+        ]
+        return sorted(rows, key=lambda row: row["id"], reverse=True)[:limit]
     terms, args = _delivery_terms(f)
     if before is not None:
         terms.append("d.id < ?")

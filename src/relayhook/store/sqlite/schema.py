@@ -190,6 +190,12 @@ def m008_destinations(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m009_deliveries_by_state(db: sqlite_utils.Database) -> None:
+    # The pages list a state's deliveries newest first, a page at a time.
+    db.execute("CREATE INDEX deliveries_state_id ON deliveries (state, id)")
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
