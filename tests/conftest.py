@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,12 @@ def write_config(
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL server for the whole run (tests/pg.py), started on first use."""
+    from pg import postgres_server
+
+    with postgres_server() as dsn:
+        yield dsn

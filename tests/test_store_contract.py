@@ -11,13 +11,16 @@ Tests of SQLite alone (the daemon lock, reopening the file) are at the end, mark
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+import uuid
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 
 from relayhook.model import (
@@ -45,6 +48,7 @@ from relayhook.store.base import (
     StoreBusy,
 )
 from relayhook.store.open import open_store
+from relayhook.store.postgres.store import PostgresStore
 from relayhook.store.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -66,15 +70,31 @@ def _sqlite(tmp_path: Path) -> Store:
     return SqliteStore(str(tmp_path / "relayhook.db"))
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": _sqlite,
-    # PostgreSQL goes here, as one more line: "postgresql": <a factory like _sqlite>,
-}
+@contextlib.contextmanager
+def _postgresql(dsn: str) -> Iterator[Store]:
+    """A PostgresStore on a database of its own on the run's server (conftest)."""
+    name = f"contract_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    store = PostgresStore(dsn.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield store
+    finally:
+        run(store.close())
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=list(BACKENDS))
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = BACKENDS[request.param](tmp_path)
+    if request.param == "postgresql":
+        with _postgresql(request.getfixturevalue("postgres_dsn")) as opened:
+            yield opened
+        return
+    opened = _sqlite(tmp_path)
     yield opened
     run(opened.close())
 

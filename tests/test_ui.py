@@ -167,6 +167,18 @@ def test_every_page_renders_with_data(page: Any, site: Site) -> None:
     assert page.dialogs == []
 
 
+def test_the_first_page_refreshes_itself_under_the_csp(page: Any, site: Site) -> None:
+    response = page.goto("/ui/deliveries")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe" not in csp
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    site.post("customer.refreshed", 1)
+    # No reload: htmx (from /static/, under the CSP) swaps the rows in within 5 s.
+    page.locator("td", has_text="customer.refreshed 1").wait_for(timeout=15_000)
+    assert errors == []
+
+
 def test_filters_narrow_the_list(page: Any, site: Site) -> None:
     site.post("broken.thing", 2)
     site.post("customer.created", 2)

@@ -1,0 +1,96 @@
+"""Destinations in PostgreSQL: circuits (shared by every instance), last outcomes, and
+retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from relayhook.model import CircuitState
+
+__all__ = ["circuits", "destination_status", "prune_batch", "save_circuit"]
+
+Conn = AsyncConnection[Any]
+
+
+async def circuits(conn: Conn) -> list[CircuitState]:
+    cur = await conn.execute("SELECT * FROM destinations ORDER BY name")
+    return [
+        CircuitState(
+            row["name"],
+            bool(row["circuit_open"]),
+            int(row["failures"]),
+            row["opened_at"],
+            float(row["probe_every"]),
+            row["next_probe_at"],
+            row["circuit_error"],
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+async def save_circuit(conn: Conn, state: CircuitState) -> None:
+    await conn.execute(
+        "INSERT INTO destinations (name, circuit_open, failures, opened_at, probe_every,"
+        " next_probe_at, circuit_error) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET circuit_open = excluded.circuit_open,"
+        " failures = excluded.failures, opened_at = excluded.opened_at,"
+        " probe_every = excluded.probe_every, next_probe_at = excluded.next_probe_at,"
+        " circuit_error = excluded.circuit_error",
+        (state.destination, state.open, state.failures, state.opened_at, state.probe_every,
+         state.next_probe_at, state.last_error),
+    )  # fmt: skip
+
+
+_NONE: dict[str, Any] = {
+    "circuit": "closed", "opened_at": None, "next_probe_at": None, "last_success_at": None,
+    "last_error": None, "last_error_at": None, "queue": 0, "oldest_due_at": None,
+}  # fmt: skip
+
+
+async def destination_status(conn: Conn) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    cur = await conn.execute("SELECT * FROM destinations")
+    for row in await cur.fetchall():
+        found[row["name"]] = {
+            **_NONE,
+            "circuit": "open" if row["circuit_open"] else "closed",
+            "opened_at": row["opened_at"],
+            "next_probe_at": row["next_probe_at"] if row["circuit_open"] else None,
+            "last_success_at": row["last_success_at"],
+            "last_error": row["last_error"],
+            "last_error_at": row["last_error_at"],
+        }
+    cur = await conn.execute(
+        "SELECT destination, COUNT(*) AS n, MIN(next_attempt_at) AS oldest FROM deliveries"
+        " WHERE state IN ('pending', 'retrying') GROUP BY destination"
+    )
+    for row in await cur.fetchall():
+        entry = found.setdefault(row["destination"], dict(_NONE))
+        entry.update(queue=int(row["n"]), oldest_due_at=row["oldest"])
+    return found
+
+
+async def prune_batch(conn: Conn, cutoff: float, batch: int = 2000) -> tuple[int, int, int] | None:
+    cur = await conn.execute(
+        "SELECT e.id FROM events e WHERE e.received_at < %s AND e.state != 'received'"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND"
+        " (d.state IN ('pending', 'retrying', 'sending') OR d.updated_at >= %s"
+        "  OR (d.state = 'grouped' AND EXISTS (SELECT 1 FROM groups g"
+        "      WHERE g.id = d.group_id AND g.state != 'sent'))))"
+        " ORDER BY e.id LIMIT %s",
+        (cutoff, cutoff, batch),
+    )
+    ids = [int(row["id"]) for row in await cur.fetchall()]
+    if not ids:
+        return None
+    attempts = await conn.execute(
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
+        " WHERE event_id = ANY(%s))",
+        (ids,),
+    )
+    deliveries = await conn.execute("DELETE FROM deliveries WHERE event_id = ANY(%s)", (ids,))
+    events = await conn.execute("DELETE FROM events WHERE id = ANY(%s)", (ids,))
+    await conn.execute("DELETE FROM groups WHERE state = 'sent' AND sent_at < %s", (cutoff,))
+    return events.rowcount, deliveries.rowcount, attempts.rowcount

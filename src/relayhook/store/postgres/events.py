@@ -1,0 +1,111 @@
+"""Events in PostgreSQL: storing accepted ones (dedupe by a unique key across instances),
+finding those to route, saving routings with the noise stages' holds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from relayhook.model import DeliveryState, Event, Message, NewEvent, Routing
+from relayhook.store.postgres.groups import hold_quiet, join_group, throttled
+
+__all__ = ["add_event", "events_to_route", "save_routings"]
+
+Conn = AsyncConnection[Any]
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+async def add_event(conn: Conn, event: NewEvent, headers: str) -> tuple[int, bool]:
+    """(its id, True when (source, key) was stored already, by any instance)."""
+    cur = await conn.execute(
+        "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, event_key) DO NOTHING"
+        " RETURNING id",
+        (event.source, event.key, event.event_type, event.received_at, headers, event.text),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return int(row["id"]), False
+    cur = await conn.execute(
+        "SELECT id FROM events WHERE source = %s AND event_key = %s", (event.source, event.key)
+    )
+    known = await cur.fetchone()
+    assert known is not None
+    return int(known["id"]), True
+
+
+def _event(row: dict[str, Any]) -> Event:
+    headers: dict[str, str] = json.loads(row["headers"])
+    try:
+        body = _decode(row["body"])
+    except (msgspec.DecodeError, RecursionError):
+        try:
+            body = json.loads(row["body"])
+        except (ValueError, RecursionError) as e:
+            return Event(
+                row["id"], row["source"], row["event_type"], row["received_at"], headers,
+                error=f"the stored body is not JSON: {e}",
+            )  # fmt: skip
+    return Event(row["id"], row["source"], row["event_type"], row["received_at"], headers, body)
+
+
+async def events_to_route(conn: Conn, limit: int) -> list[Event]:
+    cur = await conn.execute(
+        "SELECT id, source, event_type, received_at, headers, body FROM events"
+        " WHERE state = 'received' ORDER BY id LIMIT %s",
+        (limit,),
+    )
+    return [_event(row) for row in await cur.fetchall()]
+
+
+async def _place(
+    conn: Conn, event_id: int, m: Message, now: float
+) -> tuple[DeliveryState, int | None]:
+    """Where a message goes: failed, silenced, held by its throttle, folded into its group,
+    held by quiet hours, or due now."""
+    if m.error:
+        return DeliveryState.FAILED, None
+    if m.silence_id is not None:
+        return DeliveryState.SILENCED, None
+    if m.throttle is not None:
+        held = await throttled(conn, event_id, m, now)
+        if held is not None:
+            return DeliveryState.GROUPED, held
+    if m.grouping is not None:
+        return DeliveryState.GROUPED, await join_group(conn, event_id, m, now)
+    if m.quiet_until is not None:
+        return DeliveryState.GROUPED, await hold_quiet(conn, event_id, m, now)
+    return DeliveryState.PENDING, None
+
+
+async def _save_routing(conn: Conn, routing: Routing, now: float) -> bool:
+    state = "routed" if routing.messages else "unrouted"
+    cur = await conn.execute(
+        "UPDATE events SET state = %s WHERE id = %s AND state = 'received'",
+        (state, routing.event_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    for m in routing.messages:
+        placed, group_id = await _place(conn, routing.event_id, m, now)
+        await conn.execute(
+            "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+            " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
+            " item, group_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (
+                routing.event_id, m.rule, m.destination, m.item_index, m.title, m.body, m.format,
+                placed.value, now if placed is DeliveryState.PENDING else None, now, now,
+                m.error, m.severity, m.silence_id,
+                None if m.item is None else _encode(m.item).decode(), group_id,
+            ),
+        )  # fmt: skip
+    return True
+
+
+async def save_routings(conn: Conn, routings: Sequence[Routing], now: float) -> list[bool]:
+    return [await _save_routing(conn, r, now) for r in routings]

@@ -1,0 +1,239 @@
+"""PostgreSQL behind the Store interface: psycopg 3, async, a connection pool; each call
+one transaction. Migrations run on first use, under an advisory lock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
+from functools import partial
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
+from relayhook.ops.redact import redact_url
+from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.store.base import (
+    DeliveryFilter,
+    Digest,
+    DueGroup,
+    EventFilter,
+    PruneResult,
+    QueueStats,
+)
+from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
+from relayhook.store.postgres.schema import migrate
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+Conn = AsyncConnection[Any]
+
+
+class PostgresStore:
+    """The delivery log in a PostgreSQL database, reached by a `postgresql://` DSN."""
+
+    def __init__(self, dsn: str, *, max_connections: int = 10) -> None:
+        self.dsn = dsn
+        self._max = max_connections
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening = asyncio.Lock()
+        self._migrated = False
+
+    async def _connections(self) -> AsyncConnectionPool[Conn]:
+        """The pool of this event loop (one that ran in another, like the CLI's asyncio.run
+        calls, cannot serve here: it is left, not closed)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # No await since the check: calls at once in this loop share one pool.
+            self._loop, self._pool, self._opening = loop, None, asyncio.Lock()
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is not None:
+                return self._pool
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.dsn,
+                min_size=1,
+                max_size=self._max,
+                kwargs={"row_factory": dict_row, "autocommit": True},
+                open=False,
+            )
+            await pool.open()
+            if not self._migrated:
+                async with pool.connection() as conn:
+                    await migrate(conn)
+                self._migrated = True
+            self._pool = pool
+            return pool
+
+    @property
+    def where(self) -> str:
+        return redact_url(self.dsn)
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        pool = await self._connections()
+        async with pool.connection() as conn, conn.transaction():
+            return await fn(conn)
+
+    async def add_event(self, event: NewEvent) -> tuple[int, bool]:
+        import msgspec
+
+        headers = msgspec.json.encode(dict(event.headers)).decode()
+        return await self._run(partial(events.add_event, event=event, headers=headers))
+
+    async def events_to_route(self, limit: int) -> list[Event]:
+        return await self._run(partial(events.events_to_route, limit=limit))
+
+    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
+        return await self._run(partial(events.save_routings, routings=routings, now=now))
+
+    async def recover(self, now: float) -> int:
+        return await self._run(partial(deliveries.recover, now=now))
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        return await self._run(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        await self._run(partial(deliveries.record_attempts, attempts=attempts))
+
+    async def waiting_by_destination(self) -> dict[str, int]:
+        return await self._run(deliveries.waiting_by_destination)
+
+    async def requeue_due(self, destination: str, now: float) -> int:
+        return await self._run(partial(deliveries.requeue_due, destination=destination, now=now))
+
+    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
+        names = list(configured)
+        return await self._run(
+            partial(deliveries.orphans, configured=names, before=before, now=now)
+        )
+
+    async def circuits(self) -> list[CircuitState]:
+        return await self._run(destinations.circuits)
+
+    async def save_circuit(self, state: CircuitState) -> None:
+        await self._run(partial(destinations.save_circuit, state=state))
+
+    async def destination_status(self) -> dict[str, dict[str, Any]]:
+        return await self._run(destinations.destination_status)
+
+    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+        chosen = list(ids)
+        return await self._run(partial(deliveries.replay, ids=chosen, now=now))
+
+    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
+        async def run(conn: Conn) -> list[tuple[int, int]]:
+            return await deliveries.replay(conn, await deliveries.dead_since(conn, since), now)
+
+        return await self._run(run)
+
+    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
+        return await self._run(partial(groups.due_groups, now=now, limit=limit))
+
+    async def next_group_due(self) -> float | None:
+        return await self._run(groups.next_group_due)
+
+    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
+        return await self._run(partial(groups.group_members, group_id=group_id, limit=limit))
+
+    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
+        return await self._run(partial(groups.close_group, group=group, digest=digest, now=now))
+
+    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
+        return await self._run(partial(groups.hold_group, group=group, until=until, now=now))
+
+    async def waiting_groups(self) -> list[dict[str, Any]]:
+        return await self._run(groups.waiting_groups)
+
+    async def send_group_now(self, group_id: int, now: float) -> bool:
+        return await self._run(partial(groups.send_group_now, group_id=group_id, now=now))
+
+    async def add_silence(
+        self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
+        author: str, now: float,
+    ) -> int:  # fmt: skip
+        return await self._run(
+            partial(silences.add_silence, matchers=list(matchers), starts_at=starts_at,
+                    ends_at=ends_at, comment=comment, author=author, now=now)
+        )  # fmt: skip
+
+    async def active_silences(self, now: float) -> list[Silence]:
+        return await self._run(partial(silences.active_silences, now=now))
+
+    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
+        return await self._run(
+            partial(silences.list_silences, now=now, include_ended=include_ended)
+        )
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        return await self._run(partial(silences.expire_silence, silence_id=silence_id, now=now))
+
+    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
+        chosen = list(ids)
+        return await self._run(partial(silences.silence_facts, ids=chosen))
+
+    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
+        chosen = list(muted)
+        return await self._run(partial(silences.mute, muted=chosen, now=now))
+
+    async def list_events(
+        self, *, state: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self._run(partial(reads.list_events, state=state, since=since, limit=limit))
+
+    async def get_event(self, event_id: int) -> dict[str, Any] | None:
+        return await self._run(partial(reads.get_event, event_id=event_id))
+
+    async def list_deliveries(
+        self, *, state: str | None = None, rule: str | None = None,
+        destination: str | None = None, since: float | None = None, limit: int = 100,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        return await self._run(
+            partial(reads.list_deliveries, state=state, rule=rule, destination=destination,
+                    since=since, limit=limit)
+        )  # fmt: skip
+
+    async def page_deliveries(
+        self, f: DeliveryFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._run(partial(reads.page_deliveries, f=f, before=before, limit=limit))
+
+    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
+        return await self._run(partial(reads.matching_deliveries, f=f))
+
+    async def page_events(
+        self, f: EventFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._run(partial(reads.page_events, f=f, before=before, limit=limit))
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        return await self._run(partial(reads.get_delivery, delivery_id=delivery_id))
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        return await self._run(partial(reads.queue_stats, now=now))
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1"))
+
+    async def prune(self, cutoff: float) -> PruneResult:
+        total = PruneResult()
+        while True:
+            done = await self._run(partial(destinations.prune_batch, cutoff=cutoff))
+            if done is None:
+                return total
+            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+
+    async def close(self) -> None:
+        if self._pool is not None and self._loop is asyncio.get_running_loop():
+            await self._pool.close()
+        self._pool = None
+
+
+def _fields(result: PruneResult) -> tuple[int, int, int]:
+    return result.events, result.deliveries, result.attempts
