@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint check bench clean chromium
+.PHONY: run test lint check bench clean chromium postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint chromium
+test: lint chromium postgresql
 	$(BIN)/pytest
 
 # The browser tests drive Debian's chromium; install it when it is missing (as root, as CI is).
@@ -44,3 +44,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# The PostgreSQL tests start Debian's server themselves (tests/pg.py); install it when missing.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			(apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+			 (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)); \
+		else echo "the PostgreSQL tests need the server: sudo apt-get install postgresql" >&2; exit 1; fi; }

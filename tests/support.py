@@ -62,6 +62,7 @@ class HTTPSink:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     hang_seconds: float = 30.0
+    delay: float = 0.0  # every answer waits this long first
 
     def __post_init__(self) -> None:
         sink = self
@@ -86,6 +87,8 @@ class HTTPSink:
                 if status == "hang":
                     time.sleep(sink.hang_seconds)
                     status = 200
+                elif sink.delay:
+                    time.sleep(sink.delay)
                 payload = b'{"ok": true}' if status == 200 else b'{"error": "sink says no"}'
                 self.send_response(int(status))
                 for name, value in extra.items():

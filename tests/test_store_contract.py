@@ -492,30 +492,21 @@ def test_claim_due_per_destination_oldest_due_first(store: Store) -> None:
         b1 = await one(store, "b1", "b", at=T0 + 4)
         now = T0 + 10
 
-        claimed, next_due = await store.claim_due({"a": 2}, set(), now)
-        assert (ids_of(claimed), next_due) == ([a1, a2], T0 + 1)
-        claimed, _ = await store.claim_due({"a": 1}, set(), now)
-        assert ids_of(claimed) == [a1]
+        async def claim(wants: dict[str, int]) -> tuple[list[int], float | None]:
+            """Claim, then give back (a claim holds what it took until released)."""
+            claimed, next_due = await store.claim_due(wants, set(), now)
+            await store.release(ids_of(claimed))
+            return ids_of(claimed), next_due
+
+        assert await claim({"a": 2}) == ([a1, a2], T0 + 1)
+        assert (await claim({"a": 1}))[0] == [a1]
         claimed, _ = await store.claim_due({"a": 10, "b": 10}, set(), now)
         assert sorted(ids_of(claimed)) == sorted([a1, a2, a3, b1])
         assert [d.id for d in claimed if d.destination == "a"] == [a1, a2, a3]
-        claimed, next_due = await store.claim_due({"b": 1}, set(), now)
-        assert (ids_of(claimed), next_due) == ([b1], T0 + 4)
-
-        # Claiming writes nothing: the same work is due again until an attempt is recorded.
-        claimed, _ = await store.claim_due({"a": 2}, set(), now)
-        assert ids_of(claimed) == [a1, a2]
-
-    run(go())
-
-
-def test_claim_due_orders_by_due_time_not_by_id(store: Store) -> None:
-    async def go() -> None:
-        early_id = await one(store, "x", at=T0)  # lower id, retried later
-        later_id = await one(store, "y", at=T0 + 1)
-        await store.record_attempts([attempt(early_id, 1, RETRYING, T0 + 2, next_at=T0 + 50)])
-        claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 60)
-        assert (ids_of(claimed), next_due) == ([later_id, early_id], T0 + 1)
+        await store.release(ids_of(claimed))
+        assert await claim({"b": 1}) == ([b1], T0 + 4)
+        # Released, the same work is due again until an attempt is recorded.
+        assert (await claim({"a": 2}))[0] == [a1, a2]
 
     run(go())
 
@@ -527,15 +518,18 @@ def test_claim_due_skips_busy(store: Store) -> None:
         a3 = await one(store, "a3", "a", at=T0 + 3)
         b1 = await one(store, "b1", "b", at=T0 + 4)
         now = T0 + 10
-        claimed, _ = await store.claim_due({"a": 2}, {a1}, now)
-        assert ids_of(claimed) == [a2, a3]
-        claimed, _ = await store.claim_due({"a": 2}, {a1, a2, b1}, now)
-        assert ids_of(claimed) == [a3]
+
+        async def claim(wants: dict[str, int], busy: set[int]) -> list[Delivery]:
+            claimed, _ = await store.claim_due(wants, busy, now)
+            await store.release(ids_of(claimed))
+            return claimed
+
+        assert ids_of(await claim({"a": 2}, {a1})) == [a2, a3]
+        assert ids_of(await claim({"a": 2}, {a1, a2, b1})) == [a3]
         claimed, next_due = await store.claim_due({"a": 5}, {a1, a2, a3}, now)
         assert claimed == []
         assert next_due == T0 + 1  # the in-flight work still waits; the scheduler polls
-        claimed, _ = await store.claim_due({"a": 5, "b": 5}, {a2}, now)
-        assert sorted(ids_of(claimed)) == sorted([a1, a3, b1])
+        assert sorted(ids_of(await claim({"a": 5, "b": 5}, {a2}))) == sorted([a1, a3, b1])
 
     run(go())
 
@@ -567,6 +561,7 @@ def test_claim_due_leaves_work_not_yet_due_and_other_destinations(store: Store) 
         assert (claimed, next_due) == ([], T0 + 20)
         claimed, next_due = await store.claim_due({"a": 5}, set(), T0 + 20)
         assert (ids_of(claimed), next_due) == ([soon], T0 + 20)
+        await store.release(ids_of(claimed))
         claimed, _ = await store.claim_due({"a": 5}, set(), T0 + 30)
         assert ids_of(claimed) == [soon, later]
 
@@ -2187,6 +2182,7 @@ def test_requeue_due_puts_due_work_back_in_the_order_it_was_made(store: Store) -
         )
         claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 30)
         assert ids_of(claimed) == [second, first]
+        await store.release(ids_of(claimed))
         assert await store.requeue_due("slack", T0 + 30) == 1
         claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 30)
         assert ids_of(claimed) == [first, second]  # `later` is not due yet: left alone
@@ -2381,3 +2377,44 @@ def test_sqlite_reopened_file_keeps_everything(tmp_path: Path) -> None:
         assert [e.id for e in run(store.events_to_route(10))] == [first, second, third]
     finally:
         run(store.close())
+
+
+# == PostgreSQL only ======================================================================
+# Several instances on one database: a claim leases each delivery to its instance.
+
+
+def test_postgresql_leases_keep_a_delivery_to_one_instance(postgres_dsn: str) -> None:
+    with _postgresql(postgres_dsn) as first:
+        assert isinstance(first, PostgresStore)
+        second = PostgresStore(first.dsn, lease=first.lease or 60.0, owner="second")
+
+        async def go() -> None:
+            d = await one(first, "a", at=T0)
+            lease = first.lease or 0.0
+            (mine,), _ = await first.claim_due({"slack": 5}, set(), T0 + 1)
+            assert mine.id == d
+            # Leased: the other instance does not get it, not even with nothing busy.
+            assert (await second.claim_due({"slack": 5}, set(), T0 + 2))[0] == []
+            # Renewed, it stays; run out, the other takes it over in its own claim.
+            assert await first.renew_leases([d], T0 + 1 + 2 * lease) == 1
+            assert (await second.claim_due({"slack": 5}, set(), T0 + 1 + lease + 1))[0] == []
+            (taken,), _ = await second.claim_due({"slack": 5}, set(), T0 + 2 + 2 * lease)
+            assert taken.id == d
+            assert await first.renew_leases([d], T0 + 1000) == 0  # not first's any more
+            # The first instance's late attempt is kept but changes nothing.
+            await first.record_attempts([attempt(d, 1, DEAD, T0 + 200, error="late")])
+            row = await first.get_delivery(d)
+            assert row is not None and (row["state"], row["attempts"]) == ("pending", 0)
+            await second.record_attempts([attempt(d, 1, DELIVERED, T0 + 201, outcome="delivered")])
+            row = await first.get_delivery(d)
+            assert row is not None and (row["state"], row["attempts"]) == ("delivered", 1)
+            assert [a["outcome"] for a in row["attempts_log"]] == ["failed", "delivered"]
+            # Released, a claim is due again at once, for anyone.
+            e = await one(first, "b", at=T0)
+            (got,), _ = await second.claim_due({"slack": 5}, set(), T0 + 300)
+            await second.release([got.id])
+            (again,), _ = await first.claim_due({"slack": 5}, set(), T0 + 300)
+            assert got.id == again.id == e
+            await second.close()
+
+        run(go())

@@ -62,7 +62,7 @@ class Daemon:
         self.listen = (config.listen_host, config.listen_port)
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.store: Store = open_store(config.database, daemon=True)
+        self.store: Store = open_store(config.database, daemon=True, lease=config.lease)
         self.pipeline = Pipeline(self.store, Runtime(config), self.metrics)
         self.started_at = time.time()
         self.last_reload: dict[str, Any] = {"ok": True, "at": self.started_at, "problems": []}

@@ -113,6 +113,7 @@ class Pipeline:
                 ("scheduler", self.scheduler.run),
                 ("recorder", self.scheduler.recorder.run),
                 ("orphans", self._orphans),
+                ("leases", self.scheduler.renew_leases),
             )
         ]
 

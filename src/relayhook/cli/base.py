@@ -15,9 +15,9 @@ from relayhook.config.load import load_config, resolve_path
 from relayhook.config.settings import DEFAULT_CONFIG_PATH, Config
 from relayhook.config.yamlnodes import Problems, load_yaml
 from relayhook.errors import ConfigError
-from relayhook.ops.redact import Redactor
+from relayhook.ops.redact import Redactor, url_secrets
 from relayhook.store.base import Store
-from relayhook.store.open import open_store
+from relayhook.store.open import is_server, log_exists, open_store
 
 __all__ = ["cli", "config_option", "fail", "indent", "load", "when", "with_log"]
 
@@ -67,6 +67,8 @@ def _database(config_path: str) -> tuple[str, Redactor]:
                 click.echo(str(problem), err=True)
             fail("cannot find the database: the config has problems")
         click.echo(f"warning: {len(e.problems)} config problems (see relayhook check)", err=True)
+        if is_server(database):
+            return database, Redactor(url_secrets(database))
         return resolve_path(os.path.dirname(config_path), database), Redactor()
     return config.database, config.redactor
 
@@ -79,7 +81,7 @@ def with_log(
     With create, a database that does not exist yet is made (a silence may come first).
     """
     path, redactor = _database(config_path)
-    if not create and not os.path.exists(path):
+    if not create and not log_exists(path):
         fail(f"{path}: no database yet (relayhook serve creates it)")
 
     async def run() -> T:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ import click
 from relayhook.cli.base import cli, config_option, fail, load, when, with_log
 from relayhook.deliver.probe import TEST_BODY, TEST_TITLE, destination_report, send_test
 from relayhook.store.base import Store
+from relayhook.store.open import log_exists
 
 __all__ = ["send_test_command", "status"]
 
@@ -45,7 +45,7 @@ def send_test_command(destination: str, title: str, body: str, config_path: str)
 def status(as_json: bool, config_path: str) -> None:
     """Each destination: its circuit, deliveries waiting, last success and last error."""
     config = load(config_path)
-    if os.path.exists(config.database):
+    if log_exists(config.database):
 
         async def read(store: Store) -> dict[str, dict[str, Any]]:
             return await store.destination_status()

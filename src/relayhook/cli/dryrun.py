@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from relayhook.route.match import RuleOutcome, iso_time, route
 from relayhook.route.quiet import calendars_for, quiet_at, quiet_until
 from relayhook.route.silence import Silence, facts_of, silencing
 from relayhook.store.base import Store
+from relayhook.store.open import log_exists
 
 __all__ = ["test_command"]
 
@@ -129,7 +129,7 @@ def _quiet(
 def _silenced(config: Config, event: Event, outcomes: list[RuleOutcome]) -> dict[int, Silence]:
     """The silence in force (in the config's database, when there is one) that would mute
     each message, by the message's id()."""
-    if not os.path.exists(config.database):
+    if not log_exists(config.database):
         return {}
 
     async def read(store: Store) -> list[Silence]:

@@ -46,8 +46,10 @@ _TOP_KEYS = {
     "render_timeout",
     "quiet_hours",
     "orphan_after",
+    "lease",
 }
 _CONCURRENCY_KEYS = {"total", "per_destination"}
+_LEASE_MARGIN = 10.0  # seconds a lease outlasts two of the slowest sends
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -120,7 +122,9 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
             listen_host, listen_port = parse_listen(listen)
         except ValueError as e:
             r.fail("listen", str(e))
-    database = resolve_path(base_dir, r.string("database", "/var/lib/relayhook/relayhook.db") or "")
+    database = r.string("database", "/var/lib/relayhook/relayhook.db") or ""
+    if not database.startswith(("postgresql://", "postgres://")):
+        database = resolve_path(base_dir, database)
     rules_dir = resolve_path(base_dir, r.string("rules", "/etc/relayhook/rules") or "")
 
     retry = (
@@ -186,6 +190,16 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
             destinations[str(name)] = dest
 
     _check_fallbacks(destinations, dnode, problems)
+    lease = r.duration("lease", 60.0)
+    if database.startswith(("postgresql://", "postgres://")) and destinations:
+        longest = max(d.timeout for d in destinations.values())
+        if lease < 2 * longest + _LEASE_MARGIN:
+            r.fail(
+                "lease",
+                f"{lease:g}s is too short: a send may take {longest:g}s (the longest destination"
+                f" timeout), so a lease must be at least twice that plus {_LEASE_MARGIN:g}s"
+                f" ({2 * longest + _LEASE_MARGIN:g}s), or two instances could send one delivery",
+            )
     orphan_after = r.duration("orphan_after", 7 * 86400.0)
     if orphan_after <= 0:
         r.fail("orphan_after", "must be longer than 0s")
@@ -201,6 +215,8 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     )
 
     secrets: set[str] = {admin_token} if admin_token else set()
+    if database.startswith(("postgresql://", "postgres://")):
+        secrets.update(url_secrets(database))
     for src in sources.values():
         if src.auth is not None:
             secrets.update(src.auth.secrets)
@@ -235,5 +251,6 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         render_timeout=render_timeout,
         quiet_hours=quiet_hours,
         orphan_after=orphan_after,
+        lease=lease,
         warnings=tuple(Problem(p.file, p.line, redactor(p.message)) for p in problems.warnings),
     )

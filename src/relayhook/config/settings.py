@@ -280,6 +280,7 @@ class Config:
     render_timeout: float = 2.0  # the time one rule may take to match and render an event
     quiet_hours: Mapping[str, QuietHours] = field(default_factory=dict)
     orphan_after: float = 7 * 86400.0  # work for a destination no longer configured: dead after
+    lease: float = 60.0  # PostgreSQL: how long a claim holds a delivery for one instance
     warnings: tuple[Problem, ...] = ()  # what check reports without refusing the config
 
     def summary(self) -> str:

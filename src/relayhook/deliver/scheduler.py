@@ -116,8 +116,13 @@ class Scheduler:
         if claimed and self._silences is not None:
             claimed = await self._unmuted(claimed)
         spare = runtime.config.concurrency.total - len(self._attempts)
-        for delivery in _fair_share(claimed, spare):
+        chosen = _fair_share(claimed, spare)
+        for delivery in chosen:
             self._start(runtime, delivery)
+        if len(chosen) < len(claimed):
+            # Claimed beyond the total's room: given back, for this round or another instance.
+            left = {d.id for d in claimed} - {d.id for d in chosen}
+            await self.store.release(sorted(left))
         if claimed:
             return None
         now = self.clock()
@@ -269,6 +274,18 @@ class Scheduler:
             logger.error("%s: could not put the backlog in order (%s)", name, e)
         finally:
             self.circuits.reordering.discard(name)
+
+    async def renew_leases(self) -> None:
+        """While sends run, keep their leases (a store without leases has nothing to do):
+        renewed every third of the lease, so one missed renewal costs nothing."""
+        lease = self.store.lease
+        if lease is None:
+            await asyncio.Event().wait()  # nothing to renew, ever; the pipeline cancels this
+        assert lease is not None
+        while True:
+            await asyncio.sleep(lease / 3)
+            if self._busy:
+                await self.store.renew_leases(sorted(self._busy), self.clock() + lease)
 
     async def _save_circuits(self) -> None:
         # Beside the attempts, not in their way: a circuit changes a few times an outage.

@@ -137,7 +137,19 @@ class Store(Protocol):
         self, wants: Mapping[str, int], busy: Set[int], now: float
     ) -> tuple[list[Delivery], float | None]:
         """Up to wants[destination] due deliveries each, oldest due first, none of busy;
-        and when the next delivery to those destinations falls due."""
+        and when the next delivery to those destinations falls due. A claimed delivery is
+        not claimed again (by any instance) until its attempt is recorded or it is
+        released; with a lease, also once the lease has run out."""
+
+    # How long a claim holds a delivery for this instance (renewed while it sends), or None
+    # where one daemon owns the database and keeps what is in flight in memory (SQLite).
+    lease: float | None
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Give back claimed deliveries that will not be sent now: due again at once."""
+
+    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
+        """Extend this instance's leases on deliveries still being sent; how many it holds."""
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
         """Log each attempt and move its delivery to the state it decided (a held attempt

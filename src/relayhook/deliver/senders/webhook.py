@@ -41,7 +41,13 @@ class WebhookSender:
         return self._session
 
     async def send(self, delivery: Delivery) -> Outcome:
-        headers = {"Content-Type": "application/json", "User-Agent": "relayhook"}
+        # The delivery's id, the same on every retry and from every instance: a receiver
+        # can drop a repeat (at least once means a send in flight at a crash may repeat).
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "relayhook",
+            "X-Relayhook-Delivery": str(delivery.id),
+        }
         headers.update(self.dest.headers)
         data = delivery.body.encode()
         if self.dest.sign is not None:

@@ -17,6 +17,8 @@ __all__ = [
     "orphans",
     "record_attempts",
     "recover",
+    "release",
+    "renew_leases",
     "replay",
     "requeue_due",
     "waiting_by_destination",
@@ -24,12 +26,10 @@ __all__ = [
 
 Conn = AsyncConnection[Any]
 _UNFINISHED = ("pending", "retrying")
-_DUE_SQL = (
+_DUE_SQL_BY_ID = (
     "SELECT d.id, d.event_id, d.destination, d.title, d.body, d.format, d.attempts,"
     " e.received_at, d.severity, d.rule, d.next_attempt_at, d.fallback_of, e.event_type,"
-    " e.source FROM deliveries d JOIN events e ON e.id = d.event_id"
-    " WHERE d.destination = %s AND d.state IN ('pending', 'retrying')"
-    " AND d.next_attempt_at <= %s ORDER BY d.next_attempt_at LIMIT %s"
+    " e.source FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ANY(%s)"
 )
 
 
@@ -42,22 +42,48 @@ def _delivery(row: dict[str, Any]) -> Delivery:
 
 
 async def claim_due(
-    conn: Conn, wants: Mapping[str, int], busy: Set[int], now: float
+    conn: Conn, wants: Mapping[str, int], busy: Set[int], now: float, owner: str, lease: float
 ) -> tuple[list[Delivery], float | None]:
+    """Up to wants[destination] due deliveries each, oldest due first, each leased to owner
+    until now + lease. Rows another instance is claiming are skipped (SKIP LOCKED); a lease
+    that ran out (its instance died or stalled) is taken over here, in the claim itself."""
     taken: list[Delivery] = []
     for destination, free in wants.items():
         if free <= 0:
             continue
-        cur = await conn.execute(_DUE_SQL, (destination, now, free + len(busy)))
-        n = 0
-        for row in await cur.fetchall():
-            if row["id"] in busy:
-                continue
-            taken.append(_delivery(row))
-            n += 1
-            if n == free:
-                break
+        cur = await conn.execute(
+            "WITH chosen AS (SELECT id FROM deliveries WHERE destination = %s"
+            " AND state IN ('pending', 'retrying') AND next_attempt_at <= %s"
+            " AND (lease_until IS NULL OR lease_until < %s) AND NOT (id = ANY(%s))"
+            " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " UPDATE deliveries d SET lease_owner = %s, lease_until = %s FROM chosen"
+            " WHERE d.id = chosen.id RETURNING d.id",
+            (destination, now, now, list(busy), free, owner, now + lease),
+        )
+        ids = [int(row["id"]) for row in await cur.fetchall()]
+        if not ids:
+            continue
+        cur = await conn.execute(_DUE_SQL_BY_ID + " ORDER BY d.next_attempt_at, d.id", (ids,))
+        taken += [_delivery(row) for row in await cur.fetchall()]
     return taken, await next_due_at(conn, wants)
+
+
+async def release(conn: Conn, ids: Sequence[int], owner: str) -> None:
+    """Give back claimed deliveries owner will not send now (due again at once)."""
+    await conn.execute(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ANY(%s)"
+        " AND lease_owner = %s",
+        (list(ids), owner),
+    )
+
+
+async def renew_leases(conn: Conn, ids: Sequence[int], owner: str, until: float) -> int:
+    """Extend owner's leases on these deliveries (sends still running); how many it holds."""
+    cur = await conn.execute(
+        "UPDATE deliveries SET lease_until = %s WHERE id = ANY(%s) AND lease_owner = %s",
+        (until, list(ids), owner),
+    )
+    return cur.rowcount
 
 
 async def next_due_at(conn: Conn, destinations: Iterable[str]) -> float | None:
@@ -82,20 +108,26 @@ async def waiting_by_destination(conn: Conn) -> dict[str, int]:
     return {row["destination"]: int(row["n"]) for row in await cur.fetchall()}
 
 
-async def record_attempts(conn: Conn, attempts: Sequence[Attempt]) -> None:
+async def record_attempts(conn: Conn, attempts: Sequence[Attempt], owner: str) -> None:
+    """Each attempt logged and its decision applied, when owner still holds the delivery's
+    lease (or nobody does); an attempt whose lease went to another instance meanwhile is
+    logged as late and changes nothing else."""
     for a in attempts:
+        cur = await conn.execute(
+            "UPDATE deliveries SET state = %s, attempts = attempts + %s, next_attempt_at = %s,"
+            " updated_at = %s, last_error = %s, lease_owner = NULL, lease_until = NULL"
+            " WHERE id = %s AND (lease_owner IS NULL OR lease_owner = %s)",
+            (a.decision.state.value, 0 if a.held else 1, a.decision.next_attempt_at,
+             a.recorded_at, a.error, a.delivery_id, owner),
+        )  # fmt: skip
+        late = cur.rowcount != 1
         await conn.execute(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error,"
-            " held) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error, a.held),
-        )
-        await conn.execute(
-            "UPDATE deliveries SET state = %s, attempts = attempts + %s, next_attempt_at = %s,"
-            " updated_at = %s, last_error = %s WHERE id = %s",
-            (a.decision.state.value, 0 if a.held else 1, a.decision.next_attempt_at,
-             a.recorded_at, a.error, a.delivery_id),
+            " held, late) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error, a.held,
+             late),
         )  # fmt: skip
-        if a.fallback is not None:
+        if a.fallback is not None and not late:
             await _fall_back(conn, a)
     last: dict[tuple[str, bool], Attempt] = {}
     for a in attempts:

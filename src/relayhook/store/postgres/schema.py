@@ -128,6 +128,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        "p002_leases",
+        [
+            # Who is sending a delivery, and until when: an instance that dies lets go
+            # when its lease runs out, and another takes the delivery in its own claim.
+            "ALTER TABLE deliveries ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE deliveries ADD COLUMN lease_until DOUBLE PRECISION",
+            # An attempt finished by an instance that had lost its lease: kept, not counted.
+            "ALTER TABLE attempts ADD COLUMN late BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
 ]
 
 

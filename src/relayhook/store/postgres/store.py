@@ -4,6 +4,9 @@ one transaction. Migrations run on first use, under an advisory lock."""
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
@@ -35,8 +38,14 @@ Conn = AsyncConnection[Any]
 class PostgresStore:
     """The delivery log in a PostgreSQL database, reached by a `postgresql://` DSN."""
 
-    def __init__(self, dsn: str, *, max_connections: int = 10) -> None:
+    def __init__(
+        self, dsn: str, *, lease: float = 60.0, owner: str | None = None,
+        max_connections: int = 10,
+    ) -> None:  # fmt: skip
         self.dsn = dsn
+        self.lease: float | None = lease
+        # Who this instance is, in the leases it takes: unique per process start.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._max = max_connections
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,10 +106,25 @@ class PostgresStore:
     async def claim_due(
         self, wants: Mapping[str, int], busy: Set[int], now: float
     ) -> tuple[list[Delivery], float | None]:
-        return await self._run(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
+        assert self.lease is not None
+        claim = partial(
+            deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
+            lease=self.lease,
+        )  # fmt: skip
+        return await self._run(claim)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        chosen = list(ids)
+        await self._run(partial(deliveries.release, ids=chosen, owner=self.owner))
+
+    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
+        chosen = list(ids)
+        return await self._run(
+            partial(deliveries.renew_leases, ids=chosen, owner=self.owner, until=until)
+        )
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._run(partial(deliveries.record_attempts, attempts=attempts))
+        await self._run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
 
     async def waiting_by_destination(self) -> dict[str, int]:
         return await self._run(deliveries.waiting_by_destination)

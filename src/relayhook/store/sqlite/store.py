@@ -58,6 +58,15 @@ class SqliteStore:
     def where(self) -> str:
         return self.path
 
+    # One daemon per file (the lock): what it has in flight is known in memory, no lease.
+    lease: float | None = None
+
+    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
+        return len(list(ids))
+
+    async def release(self, ids: Sequence[int]) -> None:
+        pass  # a claim holds nothing here
+
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
 

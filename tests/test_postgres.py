@@ -1,0 +1,158 @@
+"""Several instances on one PostgreSQL database, against a real server (tests/pg.py), real
+daemons and a real sink: dedupe across instances, each delivery sent by one instance,
+SIGKILL of one instance loses nothing, a waiting group goes once from another."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from conftest import run_relayhook
+from support import Daemon, HTTPSink, running, wait_for
+from test_daemon import echo_rule, make_config
+
+
+@contextlib.contextmanager
+def database(dsn: str) -> Iterator[str]:
+    """A fresh database on the run's server; its DSN."""
+    name = f"daemons_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    try:
+        yield dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def pg_config(
+    tmp_path: Path, sink: HTTPSink, db: str, rules: dict[str, Any] | None = None, extra: str = ""
+) -> Path:
+    config = make_config(
+        tmp_path,
+        {"hook": {"webhook": f"http://127.0.0.1:{sink.port}/hook", "timeout": "2s"}},
+        rules or {"echo.yaml": echo_rule(["hook"])},
+        retry="{attempts: 5, first_delay: 100ms, max_delay: 1s}",
+        extra=f"lease: 15s\n{extra}",
+    )
+    config.write_text(config.read_text().replace("database: relayhook.db", f"database: {db}"))
+    return config
+
+
+def count(db: str, sql: str) -> int:
+    with psycopg.connect(db) as conn:
+        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else 0
+
+
+def post_all(
+    daemons: list[Daemon], events: list[tuple[int, dict[str, Any]]], status: int = 202
+) -> None:
+    """Post each (instance index, event) from one thread per instance; each answers status
+    (202 stored, 200 for a key any instance stored before)."""
+    failed: list[Any] = []
+
+    def feed(index: int) -> None:
+        for which, event in events:
+            if which == index:
+                answer = daemons[index].post(event)
+                if answer[0] != status:
+                    failed.append(answer)
+
+    threads = [threading.Thread(target=feed, args=(i,)) for i in range(len(daemons))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+
+
+def event(n: int) -> dict[str, Any]:
+    return {"event_id": "customer.created", "delivery_id": f"d-{n}", "payload": {"n": n}}
+
+
+def test_three_instances_dedupe_across_them_and_send_each_message_once(
+    tmp_path: Path, sink: HTTPSink, postgres_dsn: str
+) -> None:
+    with database(postgres_dsn) as db:
+        config = pg_config(tmp_path, sink, db)
+        with running(config) as a, running(config) as b, running(config) as c:
+            daemons = [a, b, c]
+            first = [(n % 3, event(n)) for n in range(3000)]
+            # 300 keys again, each to another instance than the first time.
+            repeats = [((n % 3 + 1) % 3, event(n)) for n in range(0, 3000, 10)]
+            post_all(daemons, first)
+            post_all(daemons, repeats, status=200)
+            wait_for(lambda: len(sink.at("/hook")) >= 3000, 60, "3,000 messages")
+            wait_for(
+                lambda: (
+                    count(db, "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'") == 3000
+                ),
+                20,
+                "every delivery recorded",
+            )
+            listed = run_relayhook("deliveries", "--limit", "3", "--config", str(config))
+            assert listed.returncode == 0 and listed.stdout.count("delivered") == 3
+        assert count(db, "SELECT COUNT(*) FROM events") == 3000
+    received = [r.json()["title"] for r in sink.at("/hook")]
+    assert len(received) == 3000 and len(set(received)) == 3000
+    ids = [r.headers["X-Relayhook-Delivery"] for r in sink.at("/hook")]
+    assert len(set(ids)) == 3000
+
+
+def test_sigkill_of_one_instance_loses_nothing_and_repeats_only_its_sends_in_flight(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    sink = HTTPSink(delay=0.1).start()
+    try:
+        with database(postgres_dsn) as db:
+            config = pg_config(tmp_path, sink, db)
+            with running(config) as a:
+                post_all([a], [(0, event(n)) for n in range(1000)])
+                wait_for(
+                    lambda: count(db, "SELECT COUNT(*) FROM deliveries") == 1000, 30, "routing"
+                )
+                with running(config), running(config):
+                    wait_for(lambda: len(sink.at("/hook")) >= 150, 30, "sends under way")
+                    a.kill()  # with its sends in flight (8 at most: its concurrency)
+                    wait_for(
+                        lambda: (
+                            count(db, "SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'")
+                            == 1000
+                        ),
+                        90,
+                        "every delivery, the killed one's after their leases ran out",
+                    )
+    finally:
+        sink.stop()
+    seen = collections.Counter(r.headers["X-Relayhook-Delivery"] for r in sink.at("/hook"))
+    assert len(seen) == 1000
+    repeated = [d for d, n in seen.items() if n > 1]
+    assert len(repeated) <= 8, repeated
+    assert all(seen[d] == 2 for d in repeated)
+
+
+def test_a_group_waiting_on_a_killed_instance_goes_once_from_another(
+    tmp_path: Path, sink: HTTPSink, postgres_dsn: str
+) -> None:
+    rules = echo_rule(["hook"])
+    rules["rules"][0]["group"] = {"wait": "3s"}
+    with database(postgres_dsn) as db:
+        config = pg_config(tmp_path, sink, db, {"echo.yaml": rules})
+        with running(config) as a, running(config):
+            post_all([a], [(0, event(n)) for n in range(5)])
+            wait_for(lambda: count(db, "SELECT COUNT(*) FROM groups") == 1, 10, "the group")
+            a.kill()
+            wait_for(lambda: len(sink.at("/hook")) >= 1, 15, "the digest")
+            with running(config):  # a third comes and goes: still one digest
+                time.sleep(4)
+    (digest,) = [r.json()["title"] for r in sink.at("/hook")]
+    assert digest == "5 × echo"
