@@ -156,3 +156,80 @@ def test_a_group_waiting_on_a_killed_instance_goes_once_from_another(
                 time.sleep(4)
     (digest,) = [r.json()["title"] for r in sink.at("/hook")]
     assert digest == "5 × echo"
+
+
+def _sqlite_log(path: Path, events: int) -> None:
+    """A SQLite log with events, deliveries in several states, attempts, a silence, a group."""
+    import asyncio
+    import json
+
+    from relayhook.model import (
+        Attempt,
+        Decision,
+        DeliveryState,
+        Grouping,
+        Message,
+        NewEvent,
+        Routing,
+    )
+    from relayhook.route.silence import Matcher
+    from relayhook.store.sqlite.store import SqliteStore
+
+    async def fill() -> None:
+        store = SqliteStore(str(path))
+        await store.add_silence([Matcher("rule", "=", "r")], 1.0, 2e9, "c", "me", 1.0)
+        for n in range(events):
+            body = {"n": n, "text": "é ☃"}
+            new = NewEvent("src", f"k{n}", "t.x", 1000.0 + n, {"h": "v"}, json.dumps(body), body)
+            event_id, _ = await store.add_event(new)
+            messages = [Message("r", "hook", None, f"title {n}", "body", "text", item={"n": n})]
+            if n % 100 == 0:
+                messages.append(
+                    Message(
+                        "g", "hook", 0, "t", "b", "text", grouping=Grouping("k", 60, None, None)
+                    )
+                )
+            await store.save_routings([Routing(event_id, tuple(messages))], 1000.0 + n)
+        claimed, _ = await store.claim_due({"hook": 50}, set(), 1e10)
+        await store.record_attempts(
+            [
+                Attempt(d.id, 1, 5000.0, 12.5, "failed", "HTTP 500", Decision(DeliveryState.DEAD),
+                        5001.0, "hook", held=d.id % 2 == 0)
+                for d in claimed
+            ]
+        )  # fmt: skip
+        await store.close()
+
+    asyncio.run(fill())
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    found = {}
+    for table in ("events", "silences", "deliveries", "attempts", "groups", "destinations"):
+        found[table] = conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()  # noqa: S608
+    conn.close()
+    return found
+
+
+def test_db_copy_sqlite_to_postgresql_and_back_keeps_every_row(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    first, back = tmp_path / "first.db", tmp_path / "back.db"
+    _sqlite_log(first, 10_000)
+    with database(postgres_dsn) as db:
+        there = run_relayhook("db", "copy", str(first), db)
+        assert there.returncode == 0, there.stderr
+        assert "events: 10000 rows" in there.stdout
+        assert count(db, "SELECT COUNT(*) FROM events") == 10_000
+        again = run_relayhook("db", "copy", str(first), db)
+        assert again.returncode == 1
+        assert "not copied: the target is not empty (events, silences, deliveries" in again.stderr
+        home = run_relayhook("db", "copy", db, str(back))
+        assert home.returncode == 0, home.stderr
+    before, after = _rows(first), _rows(back)
+    for table, rows in before.items():
+        assert len(rows) > 0 or table == "destinations", table
+        assert after[table] == rows, table

@@ -114,6 +114,7 @@ class Pipeline:
                 ("recorder", self.scheduler.recorder.run),
                 ("orphans", self._orphans),
                 ("leases", self.scheduler.renew_leases),
+                ("circuits", self.scheduler.share_circuits),
             )
         ]
 

@@ -50,6 +50,21 @@ class Circuits:
                     extra={"destination": state.destination},
                 )
 
+    async def refresh(self) -> None:
+        """Take the circuits other instances changed (several instances on one database):
+        an open one pauses this instance too, a closed one lets it send again."""
+        for stored in await self.store.circuits():
+            name = stored.destination
+            mine = self._states.get(name)
+            if name in self._changed or name in self._probing:
+                continue  # ours is newer, or our probe will tell
+            if mine is None or (mine.open, mine.next_probe_at) != (
+                stored.open,
+                stored.next_probe_at,
+            ):
+                self._states[name] = stored
+                self.metrics.circuit_open.labels(name).set(int(stored.open))
+
     def get(self, name: str) -> CircuitState:
         return self._states.get(name) or CircuitState(name)
 

@@ -30,6 +30,7 @@ __all__ = ["Scheduler"]
 
 logger = logging.getLogger("relayhook.deliver")
 _IDLE_POLL = 1.0
+_SHARE_EVERY = 2.0  # seconds between reads of the circuits other instances changed
 
 
 class Scheduler:
@@ -286,6 +287,14 @@ class Scheduler:
             await asyncio.sleep(lease / 3)
             if self._busy:
                 await self.store.renew_leases(sorted(self._busy), self.clock() + lease)
+
+    async def share_circuits(self) -> None:
+        """With several instances (a store with leases), see their circuit changes."""
+        if self.store.lease is None:
+            await asyncio.Event().wait()  # one daemon: its circuits are all there is
+        while True:
+            await asyncio.sleep(_SHARE_EVERY)
+            await self.circuits.refresh()
 
     async def _save_circuits(self) -> None:
         # Beside the attempts, not in their way: a circuit changes a few times an outage.
