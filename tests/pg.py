@@ -38,10 +38,11 @@ def _as_user() -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(durable: bool = False) -> Iterator[str]:
     """A running server with a `relayhook` superuser; yields a DSN for its `postgres` db.
 
-    Its folder is made in /tmp, not under pytest's (root's, closed to other users)."""
+    Its folder is made in /tmp, not under pytest's (root's, closed to other users). Tests
+    run it without fsync; durable=True keeps the server's defaults (the benchmarks)."""
     bin_dir = pg_bin()
     root = Path(tempfile.mkdtemp(prefix="relayhook-pg-"))
     data, sockets = root / "pgdata", root / "pgsock"
@@ -57,10 +58,9 @@ def postgres_server() -> Iterator[str]:
         check=True, capture_output=True, **who,  # type: ignore[arg-type]
     )  # fmt: skip
     port = free_port()
-    options = (
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-        " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     ctl = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log")]
     subprocess.run([*ctl, "-o", options, "-w", "start"], check=True, capture_output=True, **who)  # type: ignore[arg-type]
     try:

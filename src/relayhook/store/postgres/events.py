@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from relayhook.model import DeliveryState, Event, Message, NewEvent, Routing
 from relayhook.store.postgres.groups import hold_quiet, join_group, throttled
 
-__all__ = ["add_event", "events_to_route", "save_routings"]
+__all__ = ["add_event", "add_events", "events_to_route", "save_routings"]
 
 Conn = AsyncConnection[Any]
 _decode = msgspec.json.Decoder().decode
@@ -37,6 +37,40 @@ async def add_event(conn: Conn, event: NewEvent, headers: str) -> tuple[int, boo
     known = await cur.fetchone()
     assert known is not None
     return int(known["id"]), True
+
+
+async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[tuple[int, bool]]:
+    """Many (event, headers) in one statement: for each, (its id, whether (source, key) was
+    stored before, by any instance or earlier in this batch)."""
+    cur = await conn.execute(
+        "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[],"
+        " %s::text[]) ON CONFLICT (source, event_key) DO NOTHING RETURNING id, source, event_key",
+        (
+            [e.source for e, _ in batch], [e.key for e, _ in batch],
+            [e.event_type for e, _ in batch], [e.received_at for e, _ in batch],
+            [h for _, h in batch], [e.text for e, _ in batch],
+        ),
+    )  # fmt: skip
+    made = {(row["source"], row["event_key"]): int(row["id"]) for row in await cur.fetchall()}
+    missing = [(e.source, e.key) for e, _ in batch if (e.source, e.key) not in made]
+    known: dict[tuple[str, str], int] = {}
+    if missing:
+        cur = await conn.execute(
+            "SELECT e.id, e.source, e.event_key FROM events e JOIN unnest(%s::text[], %s::text[])"
+            " AS k(source, event_key) ON e.source = k.source AND e.event_key = k.event_key",
+            ([s for s, _ in missing], [k for _, k in missing]),
+        )
+        known = {(row["source"], row["event_key"]): int(row["id"]) for row in await cur.fetchall()}
+    found: list[tuple[int, bool]] = []
+    for e, _ in batch:
+        key = (e.source, e.key)
+        if key in made:
+            found.append((made.pop(key), False))  # the first of its key in the batch
+            known[key] = found[-1][0]
+        else:
+            found.append((known[key], True))
+    return found
 
 
 def _event(row: dict[str, Any]) -> Event:
@@ -108,4 +142,18 @@ async def _save_routing(conn: Conn, routing: Routing, now: float) -> bool:
 
 
 async def save_routings(conn: Conn, routings: Sequence[Routing], now: float) -> list[bool]:
-    return [await _save_routing(conn, r, now) for r in routings]
+    """Each routing saved; whether each event was still waiting (so this call routed it).
+    Events that matched nothing are marked in one statement."""
+    unrouted = [r.event_id for r in routings if not r.messages]
+    marked: set[int] = set()
+    if unrouted:
+        cur = await conn.execute(
+            "UPDATE events SET state = 'unrouted' WHERE id = ANY(%s) AND state = 'received'"
+            " RETURNING id",
+            (unrouted,),
+        )
+        marked = {int(row["id"]) for row in await cur.fetchall()}
+    return [
+        r.event_id in marked if not r.messages else await _save_routing(conn, r, now)
+        for r in routings
+    ]

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Se
 from functools import partial
 from typing import Any, TypeVar
 
+import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -33,6 +34,9 @@ __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
 Conn = AsyncConnection[Any]
+_Arrival = tuple[NewEvent, "asyncio.Future[tuple[int, bool]]"]
+_BATCH = 512  # events in one commit at most
+_encode = msgspec.json.Encoder().encode
 
 
 class PostgresStore:
@@ -51,6 +55,8 @@ class PostgresStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
         self._migrated = False
+        self._arrived: list[_Arrival] = []
+        self._committing: asyncio.Future[None] | None = None
 
     async def _connections(self) -> AsyncConnectionPool[Conn]:
         """The pool of this event loop (one that ran in another, like the CLI's asyncio.run
@@ -89,10 +95,32 @@ class PostgresStore:
             return await fn(conn)
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
-        import msgspec
+        """Stored when this returns. Requests that arrive while a commit is under way wait
+        for the next one and share it (group commit): one fsync for many events."""
+        waiting: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._arrived.append((event, waiting))
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.ensure_future(self._commit_arrived())
+        return await waiting
 
-        headers = msgspec.json.encode(dict(event.headers)).decode()
-        return await self._run(partial(events.add_event, event=event, headers=headers))
+    async def _commit_arrived(self) -> None:
+        while self._arrived:
+            batch, self._arrived = self._arrived[:_BATCH], self._arrived[_BATCH:]
+
+            async def store(conn: Conn, batch: list[_Arrival] = batch) -> list[tuple[int, bool]]:
+                rows = [(e, _encode(dict(e.headers)).decode()) for e, _ in batch]
+                return await events.add_events(conn, rows)
+
+            try:
+                results = await self._run(store)
+            except Exception as e:  # noqa: BLE001 - each waiting request gets the error
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(e)
+                continue
+            for (_, waiting), result in zip(batch, results, strict=True):
+                if not waiting.done():
+                    waiting.set_result(result)
 
     async def events_to_route(self, limit: int) -> list[Event]:
         return await self._run(partial(events.events_to_route, limit=limit))

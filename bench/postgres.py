@@ -1,0 +1,153 @@
+"""PostgreSQL against SQLite, and two instances against one.
+
+1. Durable ingest (wrk -c32, events no rule takes) through one instance on PostgreSQL
+   against one on SQLite; interleaved, median of --rounds. Goal: at least 0.5x.
+2. End to end through a webhook destination to the counting sink: 2 instances on one
+   PostgreSQL database, wrk spreading its connections over both, against 1 instance;
+   rate = events delivered / (first POST to last delivery). Goal: at least 1x.
+
+The PostgreSQL server is Debian's, started in a temporary folder (tests/pg.py), with
+its durable defaults (fsync on, synchronous_commit on), like the SQLite side's
+synchronous=FULL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import (
+    BENCH,
+    free_port,
+    median,
+    relayhook,
+    relayhook_config,
+    report,
+    sink,
+    sink_reset,
+    tempdir,
+    wait_count,
+    wrk,
+)
+
+sys.path.insert(0, str(BENCH.parent / "tests"))
+import psycopg
+
+from pg import postgres_server
+
+
+@contextlib.contextmanager
+def database(dsn: str) -> Iterator[str]:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    try:
+        yield dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def config_for(root: Path, db: str | None, sink_port: int | None) -> Path:
+    destination = {"webhook": f"http://127.0.0.1:{sink_port or 9}/out"}
+    config = relayhook_config(
+        root,
+        {"out": destination},
+        [{"name": "out", "to": ["out"], "title": "{{ event_type }}", "body": "x"}],
+        extra={
+            "concurrency": {"total": 128, "per_destination": 64},
+            **({"database": db} if db else {}),
+        },
+    )
+    if sink_port is None:  # ingest only: events no rule takes
+        (root / "rules" / "bench.yaml").write_text(
+            '{"event": "never.*", "rules": [{"name": "out", "to": ["out"], "body": "x"}]}'
+        )
+    return config
+
+
+def ingest(root: Path, dsn: str, seconds: float, rounds: int) -> None:
+    rates: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    for i in range(rounds):
+        for name in ("sqlite", "postgresql"):
+            folder = root / f"ingest-{name}-{i}"
+            folder.mkdir()
+            with contextlib.ExitStack() as stack:
+                db = stack.enter_context(database(dsn)) if name == "postgresql" else None
+                config = config_for(folder, db, None)
+                port = free_port()
+                stack.enter_context(relayhook(config, port))
+                run = wrk(
+                    f"http://127.0.0.1:{port}/hooks/bench?token=bench-token",
+                    "relayhook.lua",
+                    seconds,
+                )
+                if run["non2xx"] or run["socket_errors"]:
+                    sys.exit(f"{name}: {run}")
+                rates[name].append(run["rate"])
+    report(
+        f"durable ingest, one instance (wrk -c32, req/s, median of {rounds})",
+        [("PostgreSQL vs SQLite", median(rates["postgresql"]), median(rates["sqlite"]), "req/s")],
+    )
+    print(f"  runs: {rates}")
+
+
+def end_to_end(root: Path, dsn: str, sink_port: int, seconds: float, instances: int) -> float:
+    """Events delivered per second by this many instances on one PostgreSQL database."""
+    with database(dsn) as db, contextlib.ExitStack() as stack:
+        folder = root / f"e2e-{instances}-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        config = config_for(folder, db, sink_port)
+        ports = [free_port() for _ in range(instances)]
+        for port in ports:
+            stack.enter_context(relayhook(config, port))
+        sink_reset(sink_port)
+        start = time.time()
+        threads = [
+            threading.Thread(
+                target=wrk,
+                args=(
+                    f"http://127.0.0.1:{port}/hooks/bench?token=bench-token",
+                    "relayhook.lua",
+                    seconds,
+                ),
+                kwargs={"connections": 32 // instances},
+            )
+            for port in ports
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(0.5)
+        with psycopg.connect(db) as conn:
+            accepted = int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])  # type: ignore[index]
+        stats = wait_count(sink_port, accepted, 120)
+        return float(stats["count"]) / (stats["last"] - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--e2e-seconds", type=float, default=20)
+    args = parser.parse_args()
+    with tempdir() as tmp, postgres_server(durable=True) as dsn, sink() as sink_port:
+        root = Path(tmp)
+        ingest(root, dsn, args.seconds, args.rounds)
+        one = [end_to_end(root, dsn, sink_port, args.e2e_seconds, 1)]
+        two = [end_to_end(root, dsn, sink_port, args.e2e_seconds, 2)]
+        report(
+            f"end to end through a webhook, PostgreSQL, {args.e2e_seconds:g} s of wrk -c32",
+            [("2 instances vs 1", median(two), median(one), "ev/s")],
+        )
+
+
+if __name__ == "__main__":
+    main()
