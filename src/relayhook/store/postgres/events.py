@@ -40,36 +40,33 @@ async def add_event(conn: Conn, event: NewEvent, headers: str) -> tuple[int, boo
 
 
 async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[tuple[int, bool]]:
-    """Many (event, headers) in one statement: for each, (its id, whether (source, key) was
-    stored before, by any instance or earlier in this batch)."""
-    cur = await conn.execute(
+    """Many (event, headers) in one round trip (a pipeline): for each, (its id, whether
+    (source, key) was stored before, by any instance or earlier in this batch)."""
+    cur = conn.cursor()
+    await cur.executemany(
         "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[],"
-        " %s::text[]) ON CONFLICT (source, event_key) DO NOTHING RETURNING id, source, event_key",
-        (
-            [e.source for e, _ in batch], [e.key for e, _ in batch],
-            [e.event_type for e, _ in batch], [e.received_at for e, _ in batch],
-            [h for _, h in batch], [e.text for e, _ in batch],
-        ),
-    )  # fmt: skip
-    made = {(row["source"], row["event_key"]): int(row["id"]) for row in await cur.fetchall()}
-    missing = [(e.source, e.key) for e, _ in batch if (e.source, e.key) not in made]
-    known: dict[tuple[str, str], int] = {}
-    if missing:
-        cur = await conn.execute(
-            "SELECT e.id, e.source, e.event_key FROM events e JOIN unnest(%s::text[], %s::text[])"
-            " AS k(source, event_key) ON e.source = k.source AND e.event_key = k.event_key",
-            ([s for s, _ in missing], [k for _, k in missing]),
-        )
-        known = {(row["source"], row["event_key"]): int(row["id"]) for row in await cur.fetchall()}
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, event_key) DO NOTHING"
+        " RETURNING id",
+        [(e.source, e.key, e.event_type, e.received_at, h, e.text) for e, h in batch],
+        returning=True,
+    )
+    ids: list[int | None] = []
+    while True:
+        row = await cur.fetchone()
+        ids.append(None if row is None else int(row["id"]))
+        if not cur.nextset():
+            break
     found: list[tuple[int, bool]] = []
-    for e, _ in batch:
-        key = (e.source, e.key)
-        if key in made:
-            found.append((made.pop(key), False))  # the first of its key in the batch
-            known[key] = found[-1][0]
-        else:
-            found.append((known[key], True))
+    for (e, _), made in zip(batch, ids, strict=True):
+        if made is not None:
+            found.append((made, False))
+            continue
+        known = await conn.execute(
+            "SELECT id FROM events WHERE source = %s AND event_key = %s", (e.source, e.key)
+        )
+        row = await known.fetchone()
+        assert row is not None
+        found.append((int(row["id"]), True))
     return found
 
 

@@ -90,8 +90,16 @@ class PostgresStore:
         return redact_url(self.dsn)
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """fn in one transaction: all its writes or none."""
         pool = await self._connections()
         async with pool.connection() as conn, conn.transaction():
+            return await fn(conn)
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """fn without BEGIN and COMMIT (two round trips saved): each statement stands alone,
+        for reads, and for writes that are each whole in one statement (a claim)."""
+        pool = await self._connections()
+        async with pool.connection() as conn:
             return await fn(conn)
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
@@ -123,7 +131,7 @@ class PostgresStore:
                     waiting.set_result(result)
 
     async def events_to_route(self, limit: int) -> list[Event]:
-        return await self._run(partial(events.events_to_route, limit=limit))
+        return await self._read(partial(events.events_to_route, limit=limit))
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         return await self._run(partial(events.save_routings, routings=routings, now=now))
@@ -139,7 +147,7 @@ class PostgresStore:
             deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
             lease=self.lease,
         )  # fmt: skip
-        return await self._run(claim)
+        return await self._read(claim)
 
     async def release(self, ids: Sequence[int]) -> None:
         chosen = list(ids)
@@ -155,7 +163,7 @@ class PostgresStore:
         await self._run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
 
     async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._run(deliveries.waiting_by_destination)
+        return await self._read(deliveries.waiting_by_destination)
 
     async def requeue_due(self, destination: str, now: float) -> int:
         return await self._run(partial(deliveries.requeue_due, destination=destination, now=now))
@@ -167,13 +175,13 @@ class PostgresStore:
         )
 
     async def circuits(self) -> list[CircuitState]:
-        return await self._run(destinations.circuits)
+        return await self._read(destinations.circuits)
 
     async def save_circuit(self, state: CircuitState) -> None:
         await self._run(partial(destinations.save_circuit, state=state))
 
     async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._run(destinations.destination_status)
+        return await self._read(destinations.destination_status)
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
         chosen = list(ids)
@@ -186,13 +194,13 @@ class PostgresStore:
         return await self._run(run)
 
     async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._run(partial(groups.due_groups, now=now, limit=limit))
+        return await self._read(partial(groups.due_groups, now=now, limit=limit))
 
     async def next_group_due(self) -> float | None:
-        return await self._run(groups.next_group_due)
+        return await self._read(groups.next_group_due)
 
     async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._run(partial(groups.group_members, group_id=group_id, limit=limit))
+        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
 
     async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
         return await self._run(partial(groups.close_group, group=group, digest=digest, now=now))
@@ -201,7 +209,7 @@ class PostgresStore:
         return await self._run(partial(groups.hold_group, group=group, until=until, now=now))
 
     async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._run(groups.waiting_groups)
+        return await self._read(groups.waiting_groups)
 
     async def send_group_now(self, group_id: int, now: float) -> bool:
         return await self._run(partial(groups.send_group_now, group_id=group_id, now=now))
@@ -216,7 +224,7 @@ class PostgresStore:
         )  # fmt: skip
 
     async def active_silences(self, now: float) -> list[Silence]:
-        return await self._run(partial(silences.active_silences, now=now))
+        return await self._read(partial(silences.active_silences, now=now))
 
     async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
         return await self._run(
@@ -228,7 +236,7 @@ class PostgresStore:
 
     async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
         chosen = list(ids)
-        return await self._run(partial(silences.silence_facts, ids=chosen))
+        return await self._read(partial(silences.silence_facts, ids=chosen))
 
     async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
         chosen = list(muted)
@@ -237,10 +245,10 @@ class PostgresStore:
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        return await self._run(partial(reads.list_events, state=state, since=since, limit=limit))
+        return await self._read(partial(reads.list_events, state=state, since=since, limit=limit))
 
     async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._run(partial(reads.get_event, event_id=event_id))
+        return await self._read(partial(reads.get_event, event_id=event_id))
 
     async def list_deliveries(
         self, *, state: str | None = None, rule: str | None = None,
@@ -254,21 +262,21 @@ class PostgresStore:
     async def page_deliveries(
         self, f: DeliveryFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        return await self._run(partial(reads.page_deliveries, f=f, before=before, limit=limit))
+        return await self._read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
 
     async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._run(partial(reads.matching_deliveries, f=f))
+        return await self._read(partial(reads.matching_deliveries, f=f))
 
     async def page_events(
         self, f: EventFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        return await self._run(partial(reads.page_events, f=f, before=before, limit=limit))
+        return await self._read(partial(reads.page_events, f=f, before=before, limit=limit))
 
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._run(partial(reads.get_delivery, delivery_id=delivery_id))
+        return await self._read(partial(reads.get_delivery, delivery_id=delivery_id))
 
     async def queue_stats(self, now: float) -> QueueStats:
-        return await self._run(partial(reads.queue_stats, now=now))
+        return await self._read(partial(reads.queue_stats, now=now))
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1"))
