@@ -17,6 +17,7 @@ SUITE = [
     ["latency.py", "--seconds", "20"],
     ["groups.py", "--seconds", "8", "--rounds", "3"],
     ["ui.py", "--seconds", "8", "--rounds", "3"],
+    ["postgres.py", "--seconds", "8", "--rounds", "3"],
 ]
 
 
