@@ -115,6 +115,7 @@ class Pipeline:
                 ("orphans", self._orphans),
                 ("leases", self.scheduler.renew_leases),
                 ("circuits", self.scheduler.share_circuits),
+                ("listen", self._listen),
             )
         ]
 
@@ -158,6 +159,18 @@ class Pipeline:
                     format_duration(config.orphan_after),
                     extra={"destination": name},
                 )
+
+    async def _listen(self) -> None:
+        """Wake the stage that has new work another instance stored (PostgreSQL)."""
+
+        def heard(topic: str) -> None:
+            if topic == "events":
+                self.router.stored_elsewhere()
+            elif topic == "deliveries":
+                self.scheduler.wake()
+                self.groups.wake()
+
+        await self.store.listen(heard)
 
     async def _orphans(self) -> None:
         """Deliveries to a destination gone from the config for orphan_after go dead."""

@@ -113,6 +113,11 @@ class RouteStage:
         """Look for work now (a new config may route what waits differently)."""
         self._wake.set()
 
+    def stored_elsewhere(self) -> None:
+        """Another instance stored events: read them from the database now."""
+        self._rescan = True
+        self._wake.set()
+
     async def _next_batch(self) -> list[Event]:
         if self._fresh:
             return [self._fresh.popleft() for _ in range(min(len(self._fresh), _BATCH))]

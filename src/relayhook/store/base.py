@@ -6,7 +6,7 @@ SQLite (store.sqlite) implements it; another backend must pass the same contract
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,6 +144,10 @@ class Store(Protocol):
     # How long a claim holds a delivery for this instance (renewed while it sends), or None
     # where one daemon owns the database and keeps what is in flight in memory (SQLite).
     lease: float | None
+
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Call heard(topic) whenever another instance stores work ("events",
+        "deliveries"); runs until cancelled (where nobody else stores work: does nothing)."""
 
     async def release(self, ids: Sequence[int]) -> None:
         """Give back claimed deliveries that will not be sent now: due again at once."""

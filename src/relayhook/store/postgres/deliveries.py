@@ -111,23 +111,36 @@ async def waiting_by_destination(conn: Conn) -> dict[str, int]:
 async def record_attempts(conn: Conn, attempts: Sequence[Attempt], owner: str) -> None:
     """Each attempt logged and its decision applied, when owner still holds the delivery's
     lease (or nobody does); an attempt whose lease went to another instance meanwhile is
-    logged as late and changes nothing else."""
-    for a in attempts:
-        cur = await conn.execute(
-            "UPDATE deliveries SET state = %s, attempts = attempts + %s, next_attempt_at = %s,"
-            " updated_at = %s, last_error = %s, lease_owner = NULL, lease_until = NULL"
-            " WHERE id = %s AND (lease_owner IS NULL OR lease_owner = %s)",
-            (a.decision.state.value, 0 if a.held else 1, a.decision.next_attempt_at,
-             a.recorded_at, a.error, a.delivery_id, owner),
-        )  # fmt: skip
-        late = cur.rowcount != 1
-        await conn.execute(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error,"
-            " held, late) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+    logged as late and changes nothing else. One statement for the decisions, one
+    pipelined batch for the log, whatever the number of attempts."""
+    if not attempts:
+        return
+    cur = await conn.execute(
+        "UPDATE deliveries d SET state = u.state, attempts = d.attempts + u.spent,"
+        " next_attempt_at = u.next, updated_at = u.at, last_error = u.error,"
+        " lease_owner = NULL, lease_until = NULL"
+        " FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::float8[], %s::float8[],"
+        " %s::text[]) AS u(id, state, spent, next, at, error)"
+        " WHERE d.id = u.id AND (d.lease_owner IS NULL OR d.lease_owner = %s) RETURNING d.id",
+        (
+            [a.delivery_id for a in attempts], [a.decision.state.value for a in attempts],
+            [0 if a.held else 1 for a in attempts],
+            [a.decision.next_attempt_at for a in attempts],
+            [a.recorded_at for a in attempts], [a.error for a in attempts], owner,
+        ),
+    )  # fmt: skip
+    applied = {int(row["id"]) for row in await cur.fetchall()}
+    await conn.cursor().executemany(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, error,"
+        " held, late) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [
             (a.delivery_id, a.number, a.started_at, a.duration_ms, a.outcome, a.error, a.held,
-             late),
-        )  # fmt: skip
-        if a.fallback is not None and not late:
+             a.delivery_id not in applied)
+            for a in attempts
+        ],
+    )  # fmt: skip
+    for a in attempts:
+        if a.fallback is not None and a.delivery_id in applied:
             await _fall_back(conn, a)
     last: dict[tuple[str, bool], Attempt] = {}
     for a in attempts:

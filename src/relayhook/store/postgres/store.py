@@ -36,6 +36,7 @@ T = TypeVar("T")
 Conn = AsyncConnection[Any]
 _Arrival = tuple[NewEvent, "asyncio.Future[tuple[int, bool]]"]
 _BATCH = 512  # events in one commit at most
+_CHANNEL = "relayhook"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -117,7 +118,9 @@ class PostgresStore:
 
             async def store(conn: Conn, batch: list[_Arrival] = batch) -> list[tuple[int, bool]]:
                 rows = [(e, _encode(dict(e.headers)).decode()) for e, _ in batch]
-                return await events.add_events(conn, rows)
+                found = await events.add_events(conn, rows)
+                await self._announce(conn, "events")
+                return found
 
             try:
                 results = await self._run(store)
@@ -134,7 +137,31 @@ class PostgresStore:
         return await self._read(partial(events.events_to_route, limit=limit))
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
-        return await self._run(partial(events.save_routings, routings=routings, now=now))
+        async def save(conn: Conn) -> list[bool]:
+            saved = await events.save_routings(conn, routings, now)
+            if any(r.messages for r in routings):
+                await self._announce(conn, "deliveries")
+            return saved
+
+        return await self._run(save)
+
+    async def _announce(self, conn: Conn, topic: str) -> None:
+        """Tell the other instances (on commit) that there is new work of this kind."""
+        await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
+
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        """Call heard(topic) for the work other instances announce ("events",
+        "deliveries"), from a connection of its own (a pooler in transaction mode would
+        drop LISTEN: the stages poll every second anyway)."""
+        conn = await AsyncConnection.connect(self.dsn, autocommit=True)
+        try:
+            await conn.execute(f"LISTEN {_CHANNEL}")
+            async for note in conn.notifies():
+                topic, _, owner = note.payload.partition(" ")
+                if owner != self.owner:
+                    heard(topic)
+        finally:
+            await conn.close()
 
     async def recover(self, now: float) -> int:
         return await self._run(partial(deliveries.recover, now=now))

@@ -6,8 +6,9 @@ them and writes commit in groups. The SQL lives by concern beside this file.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any
 
@@ -66,6 +67,9 @@ class SqliteStore:
 
     async def release(self, ids: Sequence[int]) -> None:
         pass  # a claim holds nothing here
+
+    async def listen(self, heard: Callable[[str], None]) -> None:
+        await asyncio.Event().wait()  # one daemon: nobody else stores work
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
