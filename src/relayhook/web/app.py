@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
+from litestar.plugins.htmx import HTMXPlugin
 
 from relayhook.config.settings import Config
 from relayhook.pipeline import Pipeline
@@ -82,6 +83,7 @@ def create_app(
             *ui_routers(UI(config, store, control, clock=clock)),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
+        plugins=[HTMXPlugin()],  # request.htmx: whether htmx asked (the pages' live lists)
         openapi_config=None,
         logging_config=None,
         request_max_body_size=None,

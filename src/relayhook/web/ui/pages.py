@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
+from litestar.plugins.htmx import HTMXRequest
 
 from relayhook.deliver.probe import destination_report
 from relayhook.model import Event
@@ -39,7 +40,8 @@ def _stored_event(row: dict[str, Any]) -> Event:
 
 def page_handlers(ui: UI) -> list[HTTPRouteHandler]:
     def fragment(request: Request[Any, Any, Any]) -> bool:
-        return request.headers.get("hx-request") == "true"
+        """Whether htmx asked, for the rows alone (the list refreshing itself)."""
+        return isinstance(request, HTMXRequest) and bool(request.htmx)
 
     @get("/")
     async def events(
