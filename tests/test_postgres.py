@@ -233,3 +233,30 @@ def test_db_copy_sqlite_to_postgresql_and_back_keeps_every_row(
     for table, rows in before.items():
         assert len(rows) > 0 or table == "destinations", table
         assert after[table] == rows, table
+
+
+def test_a_database_that_is_not_there_stops_the_daemon_saying_so(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    from support import free_port
+
+    db = f"postgresql://relayhook:s3cret-pw@127.0.0.1:{free_port()}/nothing"
+    config = pg_config(tmp_path, sink, db)
+    daemon = Daemon(config).start(wait=False)
+    assert daemon.proc is not None
+    assert daemon.proc.wait(40) == 1
+    log = daemon.log()
+    assert "cannot use the database postgresql://relayhook:***@127.0.0.1:" in log
+    assert "s3cret-pw" not in log
+
+
+def test_a_lease_shorter_than_two_sends_is_a_check_error(tmp_path: Path, sink: HTTPSink) -> None:
+    config = pg_config(tmp_path, sink, "postgresql://relayhook@127.0.0.1:5432/x")
+    config.write_text(config.read_text().replace("lease: 15s", "lease: 10s"))
+    result = run_relayhook("check", "--config", str(config))
+    assert result.returncode == 1
+    assert (
+        "config: lease: 10s is too short: a send may take 2s (the longest destination timeout),"
+        " so a lease must be at least twice that plus 10s (14s), or two instances could send"
+        " one delivery"
+    ) in result.stderr

@@ -28,7 +28,7 @@ from relayhook.ops.logs import setup_logging
 from relayhook.ops.metrics import Metrics
 from relayhook.ops.systemd import Notifier
 from relayhook.pipeline import Pipeline
-from relayhook.store.base import Store, StoreBusy
+from relayhook.store.base import Store, StoreBusy, StoreError
 from relayhook.store.open import open_store
 from relayhook.web.app import create_app
 
@@ -174,7 +174,14 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        await self.pipeline.start()
+        try:
+            await self.pipeline.start()
+        except StoreError as e:
+            # The database is not there (a server not up yet): say so and let systemd
+            # start us again, rather than serve /hooks/ with nowhere to keep events.
+            logger.error("cannot use the database %s: %s", self.store.where, e)
+            await self.store.close()
+            raise SystemExit(1) from None
         if self.notifier.watchdog_interval:
             self._spawn(self._watchdog(self.notifier.watchdog_interval))
         self._spawn(self._prune_loop())

@@ -12,9 +12,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.ops.redact import redact_url
@@ -26,6 +27,7 @@ from relayhook.store.base import (
     EventFilter,
     PruneResult,
     QueueStats,
+    StoreError,
 )
 from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.postgres.schema import migrate
@@ -77,6 +79,7 @@ class PostgresStore:
                 max_size=self._max,
                 kwargs={"row_factory": dict_row, "autocommit": True},
                 open=False,
+                timeout=10.0,  # a call waits this long for a connection, then fails
             )
             await pool.open()
             if not self._migrated:
@@ -92,16 +95,22 @@ class PostgresStore:
 
     async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """fn in one transaction: all its writes or none."""
-        pool = await self._connections()
-        async with pool.connection() as conn, conn.transaction():
-            return await fn(conn)
+        try:
+            pool = await self._connections()
+            async with pool.connection() as conn, conn.transaction():
+                return await fn(conn)
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """fn without BEGIN and COMMIT (two round trips saved): each statement stands alone,
         for reads, and for writes that are each whole in one statement (a claim)."""
-        pool = await self._connections()
-        async with pool.connection() as conn:
-            return await fn(conn)
+        try:
+            pool = await self._connections()
+            async with pool.connection() as conn:
+                return await fn(conn)
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         """Stored when this returns. Requests that arrive while a commit is under way wait
