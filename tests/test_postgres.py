@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import threading
 import time
 import uuid
@@ -34,11 +35,22 @@ def database(dsn: str) -> Iterator[str]:
 
 
 def pg_config(
-    tmp_path: Path, sink: HTTPSink, db: str, rules: dict[str, Any] | None = None, extra: str = ""
+    tmp_path: Path,
+    sink: HTTPSink,
+    db: str,
+    rules: dict[str, Any] | None = None,
+    extra: str = "",
+    hook: dict[str, Any] | None = None,
 ) -> Path:
     config = make_config(
         tmp_path,
-        {"hook": {"webhook": f"http://127.0.0.1:{sink.port}/hook", "timeout": "2s"}},
+        {
+            "hook": {
+                "webhook": f"http://127.0.0.1:{sink.port}/hook",
+                "timeout": "2s",
+                **(hook or {}),
+            }
+        },
         rules or {"echo.yaml": echo_rule(["hook"])},
         retry="{attempts: 5, first_delay: 100ms, max_delay: 1s}",
         extra=f"lease: 15s\n{extra}",
@@ -260,3 +272,27 @@ def test_a_lease_shorter_than_two_sends_is_a_check_error(tmp_path: Path, sink: H
         " so a lease must be at least twice that plus 10s (14s), or two instances could send"
         " one delivery"
     ) in result.stderr
+
+
+def test_two_instances_send_one_probe_per_interval_between_them(
+    tmp_path: Path, sink: HTTPSink, postgres_dsn: str
+) -> None:
+    sink.responses["/hook"] = [503]
+    with database(postgres_dsn) as db:
+        config = pg_config(tmp_path, sink, db, hook={"circuit": {"failures": 2, "probe": "3s"}})
+        with running(config) as a, running(config) as b:
+            post_all([a, b], [(n % 2, event(n)) for n in range(6)])
+            wait_for(
+                lambda: count(db, "SELECT COUNT(*) FROM destinations WHERE circuit_open") == 1,
+                15,
+                "the circuit to open",
+            )
+            time.sleep(2.5)  # both instances have seen it open (they read it every 2 s)
+            start = len(sink.at("/hook"))
+            time.sleep(10)
+            probes = sorted(r.at for r in sink.at("/hook")[start:])
+    # One probe per 3 s between both instances (the retry policy's max_delay of 1 s keeps
+    # the interval from doubling); each alone would probe on its own schedule.
+    assert 1 <= len(probes) <= 4, probes
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert all(gap >= 2.5 for gap in gaps), gaps

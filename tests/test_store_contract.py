@@ -2418,3 +2418,23 @@ def test_postgresql_leases_keep_a_delivery_to_one_instance(postgres_dsn: str) ->
             await second.close()
 
         run(go())
+
+
+def test_postgresql_one_instance_takes_each_probe(postgres_dsn: str) -> None:
+    with _postgresql(postgres_dsn) as first:
+        assert isinstance(first, PostgresStore)
+        second = PostgresStore(first.dsn, owner="second")
+
+        async def go() -> None:
+            # Not stored open (yet): nobody is denied, and the interval is the caller's.
+            assert await first.take_probe("slack", T0, 30.0) == 30.0
+            await first.save_circuit(CircuitState("slack", True, 5, T0, 60.0, T0 + 30, "x"))
+            assert await second.take_probe("slack", T0 + 10, 30.0) is None  # not due
+            # Due: second takes it, with the interval the last prober stored (doubled).
+            assert await second.take_probe("slack", T0 + 30, 30.0) == 60.0
+            assert await first.take_probe("slack", T0 + 31, 30.0) is None  # taken till T0+90
+            (row,) = await first.circuits()
+            assert row.next_probe_at == T0 + 90
+            await second.close()
+
+        run(go())

@@ -79,6 +79,19 @@ class Circuits:
         due = state.next_probe_at or now
         return dest.name not in self._probing and due <= now, due
 
+    def probed_elsewhere(self, name: str, until: float) -> None:
+        """Another instance took this probe: ours waits until then (not stored: theirs is)."""
+        state = self._states.get(name)
+        if state is not None and state.open:
+            self._states[name] = dataclasses.replace(state, next_probe_at=until)
+
+    def probe_every(self, name: str, every: float) -> None:
+        """The probe interval in force, as the instances share it: the next failed probe
+        doubles this one."""
+        state = self._states.get(name)
+        if state is not None and state.open and every != state.probe_every:
+            self._states[name] = dataclasses.replace(state, probe_every=every)
+
     def probing(self, name: str) -> None:
         """A probe to name is on its way."""
         self._probing.add(name)

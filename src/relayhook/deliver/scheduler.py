@@ -110,9 +110,19 @@ class Scheduler:
         """Start what is due; None when it started some, else how long to wait."""
         runtime = self._runtime()
         wants, held_for = self._wants(runtime)
-        for name in self._probes:
+        for name in sorted(self._probes):
+            now = self.clock()
+            mine = self.circuits.get(name).probe_every
+            every = await self.store.take_probe(name, now, mine)
+            if every is None:
+                # Another instance on the database probes this time: we wait our turn.
+                self.circuits.probed_elsewhere(name, now + mine)
+                self._probes.discard(name)
+                wants.pop(name, None)
+                continue
+            self.circuits.probe_every(name, every)
             # The probe is the delivery that first fell due, like the backlog after it.
-            await self.store.requeue_due(name, self.clock())
+            await self.store.requeue_due(name, now)
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
         if claimed and self._silences is not None:
             claimed = await self._unmuted(claimed)

@@ -179,6 +179,11 @@ class Store(Protocol):
     async def save_circuit(self, state: CircuitState) -> None:
         """Store a destination's circuit as it is now."""
 
+    async def take_probe(self, destination: str, now: float, every: float) -> float | None:
+        """Take the probe of destination's open circuit for this instance: the probe
+        interval in force (instances share it; `every` where none is stored), or None when
+        another instance probes this time. Taking it moves the stored next probe on."""
+
     async def destination_status(self) -> dict[str, dict[str, Any]]:
         """Per destination: circuit, opened_at, next_probe_at, last_success_at,
         last_error, last_error_at, queue (deliveries waiting) and oldest_due_at."""

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 
 from relayhook.model import CircuitState
 
-__all__ = ["circuits", "destination_status", "prune_batch", "save_circuit"]
+__all__ = ["circuits", "destination_status", "prune_batch", "save_circuit", "take_probe"]
 
 Conn = AsyncConnection[Any]
 
@@ -41,6 +41,27 @@ async def save_circuit(conn: Conn, state: CircuitState) -> None:
         (state.destination, state.open, state.failures, state.opened_at, state.probe_every,
          state.next_probe_at, state.last_error),
     )  # fmt: skip
+
+
+async def take_probe(conn: Conn, destination: str, now: float, every: float) -> float | None:
+    """Take the probe of an open circuit for this instance: the probe interval in force
+    (the stored one, which the instance that probed last doubled), or None when another
+    instance took it (the stored next probe is still ahead). A circuit not stored open yet
+    denies nobody, and keeps `every`."""
+    cur = await conn.execute(
+        "UPDATE destinations SET next_probe_at = %s + probe_every WHERE name = %s"
+        " AND circuit_open AND (next_probe_at IS NULL OR next_probe_at <= %s)"
+        " RETURNING probe_every",
+        (now, destination, now),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return float(row["probe_every"]) or every
+    cur = await conn.execute(
+        "SELECT 1 FROM destinations WHERE name = %s AND circuit_open AND next_probe_at > %s",
+        (destination, now),
+    )
+    return None if await cur.fetchone() is not None else every
 
 
 _NONE: dict[str, Any] = {

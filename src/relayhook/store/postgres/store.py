@@ -216,6 +216,11 @@ class PostgresStore:
     async def save_circuit(self, state: CircuitState) -> None:
         await self._run(partial(destinations.save_circuit, state=state))
 
+    async def take_probe(self, destination: str, now: float, every: float) -> float | None:
+        return await self._read(
+            partial(destinations.take_probe, destination=destination, now=now, every=every)
+        )
+
     async def destination_status(self) -> dict[str, dict[str, Any]]:
         return await self._read(destinations.destination_status)
 

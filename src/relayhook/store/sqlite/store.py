@@ -113,6 +113,9 @@ class SqliteStore:
     async def save_circuit(self, state: CircuitState) -> None:
         await self._writer.run(partial(destinations.save_circuit, state=state))
 
+    async def take_probe(self, destination: str, now: float, every: float) -> float | None:
+        return every  # one daemon per file: its probes and their interval are its own
+
     async def destination_status(self) -> dict[str, dict[str, Any]]:
         return await self._writer.run(destinations.destination_status)
 
