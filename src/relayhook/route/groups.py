@@ -26,6 +26,7 @@ from relayhook.route.match import escapers, iso_time
 from relayhook.route.quiet import calendars_for, quiet_until
 from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
+from relayhook.store.rows import shown_key
 
 __all__ = ["SHOWN", "GroupStage", "render_digest"]
 
@@ -74,9 +75,7 @@ def render_digest(config: Config, group: DueGroup, members: Sequence[Mapping[str
         "messages": messages,
         "count": group.count,
         "omitted": group.count - len(messages),
-        # Throttles and quiet hours hold messages in groups of their own, named apart
-        # from the rule's ("throttle:KEY", "quiet:").
-        "key": group.key.partition(":")[2] if group.reason in _HELD else group.key,
+        "key": shown_key(group.key, group.reason),
         "rule": group.rule,
         "destination": group.destination,
         "first_at": iso_time(group.first_at),

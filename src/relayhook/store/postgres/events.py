@@ -3,7 +3,6 @@ finding those to route, saving routings with the noise stages' holds."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,11 +11,11 @@ from psycopg import AsyncConnection
 
 from relayhook.model import DeliveryState, Event, Message, NewEvent, Routing
 from relayhook.store.postgres.groups import hold_quiet, join_group, throttled
+from relayhook.store.rows import stored_event
 
 __all__ = ["add_event", "add_events", "events_to_route", "save_routings"]
 
 Conn = AsyncConnection[Any]
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -70,28 +69,13 @@ async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[
     return found
 
 
-def _event(row: dict[str, Any]) -> Event:
-    headers: dict[str, str] = json.loads(row["headers"])
-    try:
-        body = _decode(row["body"])
-    except (msgspec.DecodeError, RecursionError):
-        try:
-            body = json.loads(row["body"])
-        except (ValueError, RecursionError) as e:
-            return Event(
-                row["id"], row["source"], row["event_type"], row["received_at"], headers,
-                error=f"the stored body is not JSON: {e}",
-            )  # fmt: skip
-    return Event(row["id"], row["source"], row["event_type"], row["received_at"], headers, body)
-
-
 async def events_to_route(conn: Conn, limit: int) -> list[Event]:
     cur = await conn.execute(
         "SELECT id, source, event_type, received_at, headers, body FROM events"
         " WHERE state = 'received' ORDER BY id LIMIT %s",
         (limit,),
     )
-    return [_event(row) for row in await cur.fetchall()]
+    return [stored_event(row) for row in await cur.fetchall()]
 
 
 async def _place(

@@ -3,13 +3,13 @@ time is stored), shared by every instance; the open group of a key is unique."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from relayhook.model import Grouping, Message
 from relayhook.store.base import Digest, DueGroup
+from relayhook.store.rows import group_view, member_of
 
 __all__ = [
     "close_group",
@@ -120,19 +120,7 @@ async def group_members(conn: Conn, group_id: int, limit: int) -> list[dict[str,
         " WHERE d.group_id = %s ORDER BY d.id LIMIT %s",
         (group_id, limit),
     )
-    return [
-        {
-            "delivery_id": row["id"],
-            "title": row["title"],
-            "body": row["body"],
-            "event_id": row["event_id"],
-            "event_type": row["event_type"],
-            "source": row["source"],
-            "received_at": row["received_at"],
-            "item": json.loads(row["item"]) if row["item"] is not None else None,
-        }
-        for row in await cur.fetchall()
-    ]
+    return [member_of(row) for row in await cur.fetchall()]
 
 
 async def close_group(conn: Conn, group: DueGroup, digest: Digest | None, now: float) -> int | None:
@@ -255,13 +243,7 @@ async def waiting_groups(conn: Conn) -> list[dict[str, Any]]:
         "SELECT id, rule, destination, key, reason, count, first_at, last_at, due_at"
         " FROM groups WHERE state != 'sent' ORDER BY due_at, id"
     )
-    found = []
-    for row in await cur.fetchall():
-        group = dict(row)
-        if group["reason"] in ("throttle", "quiet"):
-            group["key"] = group["key"].partition(":")[2]
-        found.append(group)
-    return found
+    return [group_view(row) for row in await cur.fetchall()]
 
 
 async def send_group_now(conn: Conn, group_id: int, now: float) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from relayhook.store.base import DeliveryFilter, EventFilter, QueueStats
+from relayhook.store.rows import group_view
 
 __all__ = [
     "get_delivery",
@@ -156,12 +157,7 @@ async def get_event(conn: Conn, event_id: int) -> dict[str, Any] | None:
 
 
 def _group(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not rows:
-        return None
-    group = rows[0]
-    if group["reason"] in ("throttle", "quiet"):
-        group["key"] = group["key"].partition(":")[2]
-    return group
+    return group_view(rows[0]) if rows else None
 
 
 async def get_delivery(conn: Conn, delivery_id: int) -> dict[str, Any] | None:

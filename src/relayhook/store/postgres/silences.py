@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.store.rows import dump_matchers, facts_of, silence_of, silence_view
 
 __all__ = [
     "active_silences",
@@ -26,7 +26,7 @@ async def add_silence(
     conn: Conn, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
     author: str, now: float,
 ) -> int:  # fmt: skip
-    text = json.dumps([[m.field, m.op, m.value] for m in matchers], ensure_ascii=False)
+    text = dump_matchers(matchers)
     cur = await conn.execute(
         "INSERT INTO silences (matchers, starts_at, ends_at, comment, author, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
@@ -37,19 +37,11 @@ async def add_silence(
     return int(row["id"])
 
 
-def _silence(row: dict[str, Any]) -> Silence:
-    matchers = tuple(Matcher(f, op, v) for f, op, v in json.loads(row["matchers"]))
-    return Silence(
-        row["id"], matchers, row["starts_at"], row["ends_at"], row["comment"], row["author"],
-        row["created_at"],
-    )  # fmt: skip
-
-
 async def active_silences(conn: Conn, now: float) -> list[Silence]:
     cur = await conn.execute(
         "SELECT * FROM silences WHERE ends_at > %s AND starts_at <= %s ORDER BY id", (now, now)
     )
-    return [_silence(row) for row in await cur.fetchall()]
+    return [silence_of(row) for row in await cur.fetchall()]
 
 
 async def list_silences(
@@ -60,24 +52,7 @@ async def list_silences(
         " FROM silences s WHERE %s OR s.ends_at > %s ORDER BY s.id DESC",
         (include_ended, now),
     )
-    found = []
-    for row in await cur.fetchall():
-        s = _silence(row)
-        state = "ended" if s.ends_at <= now else "pending" if now < s.starts_at else "active"
-        found.append(
-            {
-                "id": s.id,
-                "matchers": [str(m) for m in s.matchers],
-                "starts_at": s.starts_at,
-                "ends_at": s.ends_at,
-                "comment": s.comment,
-                "author": s.author,
-                "created_at": s.created_at,
-                "state": state,
-                "held": int(row["held"]),
-            }
-        )
-    return found
+    return [silence_view(row, now) for row in await cur.fetchall()]
 
 
 async def expire_silence(conn: Conn, silence_id: int, now: float) -> bool:
@@ -95,16 +70,7 @@ async def silence_facts(conn: Conn, ids: Iterable[int]) -> dict[int, SilenceFact
     )
     facts: dict[int, SilenceFacts] = {}
     for row in await cur.fetchall():
-        try:
-            body = json.loads(row["body"])
-        except ValueError:
-            body = None
-        facts[int(row["id"])] = SilenceFacts(
-            row["source"], row["event_type"], row["rule"], row["destination"],
-            body.get("payload") if isinstance(body, dict) else None,
-            json.loads(row["item"]) if row["item"] is not None else None,
-            row["replay_of"] is not None,
-        )  # fmt: skip
+        facts[int(row["id"])] = facts_of(row)
     return facts
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import msgspec
 
 from relayhook.model import DeliveryState, Event, Message, Routing
+from relayhook.store.rows import stored_event
 from relayhook.store.sqlite.groups import hold_quiet, join_group, throttled
 
 __all__ = ["events_to_route", "insert_events", "save_routings"]
@@ -18,7 +18,6 @@ _INSERT_EVENTS = (
     "INSERT INTO events (id, source, event_key, event_type, received_at, headers, body)"
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, event_key) DO NOTHING"
 )
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -38,25 +37,6 @@ def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list
     return found
 
 
-def _event(row: sqlite3.Row) -> Event:
-    headers: dict[str, str] = json.loads(row["headers"])
-    try:
-        body = _decode(row["body"])
-    except (msgspec.DecodeError, RecursionError):
-        try:
-            body = json.loads(row["body"])
-        except (ValueError, RecursionError) as e:
-            return Event(
-                row["id"],
-                row["source"],
-                row["event_type"],
-                row["received_at"],
-                headers,
-                error=f"the stored body is not JSON: {e}",
-            )
-    return Event(row["id"], row["source"], row["event_type"], row["received_at"], headers, body)
-
-
 def events_to_route(conn: sqlite3.Connection, limit: int) -> list[Event]:
     """The oldest events not routed yet, read back whole."""
     rows = conn.execute(
@@ -64,7 +44,7 @@ def events_to_route(conn: sqlite3.Connection, limit: int) -> list[Event]:
         " WHERE state = 'received' ORDER BY id LIMIT ?",
         (limit,),
     ).fetchall()
-    return [_event(row) for row in rows]
+    return [stored_event(row) for row in rows]
 
 
 def _save_routing(conn: sqlite3.Connection, routing: Routing, now: float) -> bool:

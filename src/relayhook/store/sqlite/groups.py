@@ -3,12 +3,12 @@ group is due is stored, so a digest goes out once, on time, across SIGKILL and r
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
 from relayhook.model import Grouping, Message
 from relayhook.store.base import Digest, DueGroup
+from relayhook.store.rows import group_view, member_of
 
 __all__ = [
     "close_group",
@@ -97,16 +97,7 @@ def next_group_due(conn: sqlite3.Connection) -> float | None:
 def group_members(conn: sqlite3.Connection, group_id: int, limit: int) -> list[dict[str, Any]]:
     """The first `limit` messages of a group, in arrival order, as a digest lists them."""
     return [
-        {
-            "delivery_id": row["id"],
-            "title": row["title"],
-            "body": row["body"],
-            "event_id": row["event_id"],
-            "event_type": row["event_type"],
-            "source": row["source"],
-            "received_at": row["received_at"],
-            "item": json.loads(row["item"]) if row["item"] is not None else None,
-        }
+        member_of(row)
         for row in conn.execute(
             "SELECT d.id, d.title, d.body, d.event_id, e.event_type, e.source, e.received_at,"
             " d.item FROM deliveries d JOIN events e ON e.id = d.event_id"
@@ -233,13 +224,7 @@ def waiting_groups(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         "SELECT id, rule, destination, key, reason, count, first_at, last_at, due_at"
         " FROM groups WHERE state != 'sent' ORDER BY due_at, id"
     )
-    found = []
-    for row in rows:
-        group = dict(row)
-        if group["reason"] in ("throttle", "quiet"):
-            group["key"] = group["key"].partition(":")[2]
-        found.append(group)
-    return found
+    return [group_view(row) for row in rows]
 
 
 def send_group_now(conn: sqlite3.Connection, group_id: int, now: float) -> bool:

@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 from relayhook.store.base import DeliveryFilter, EventFilter, QueueStats
+from relayhook.store.rows import group_view
 
 __all__ = [
     "get_delivery",
@@ -83,13 +84,7 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
 
 
 def _group(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    group = dict(row)
-    # The held groups are named apart from the rule's keys: show the key the user wrote.
-    if group["reason"] in ("throttle", "quiet"):
-        group["key"] = group["key"].partition(":")[2]
-    return group
+    return None if row is None else group_view(row)
 
 
 _EVENTS_SQL = (

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.store.rows import dump_matchers, facts_of, silence_of, silence_view
 
 __all__ = [
     "active_silences",
@@ -31,33 +31,16 @@ def add_silence(
     cur = conn.execute(
         "INSERT INTO silences (matchers, starts_at, ends_at, comment, author, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (_dump(matchers), starts_at, ends_at, comment, author, now),
+        (dump_matchers(matchers), starts_at, ends_at, comment, author, now),
     )
     return int(cur.lastrowid or 0)
-
-
-def _dump(matchers: Sequence[Matcher]) -> str:
-    return json.dumps([[m.field, m.op, m.value] for m in matchers], ensure_ascii=False)
-
-
-def _silence(row: sqlite3.Row) -> Silence:
-    matchers = tuple(Matcher(f, op, v) for f, op, v in json.loads(row["matchers"]))
-    return Silence(
-        row["id"],
-        matchers,
-        row["starts_at"],
-        row["ends_at"],
-        row["comment"],
-        row["author"],
-        row["created_at"],
-    )
 
 
 def active_silences(conn: sqlite3.Connection, now: float) -> list[Silence]:
     rows = conn.execute(
         "SELECT * FROM silences WHERE ends_at > ? AND starts_at <= ? ORDER BY id", (now, now)
     )
-    return [_silence(row) for row in rows]
+    return [silence_of(row) for row in rows]
 
 
 def list_silences(
@@ -69,29 +52,7 @@ def list_silences(
         " FROM silences s WHERE ? OR s.ends_at > ? ORDER BY s.id DESC",
         (include_ended, now),
     )
-    found = []
-    for row in rows:
-        silence = _silence(row)
-        found.append(
-            {
-                "id": silence.id,
-                "matchers": [str(m) for m in silence.matchers],
-                "starts_at": silence.starts_at,
-                "ends_at": silence.ends_at,
-                "comment": silence.comment,
-                "author": silence.author,
-                "created_at": silence.created_at,
-                "state": _state(silence, now),
-                "held": int(row["held"]),
-            }
-        )
-    return found
-
-
-def _state(silence: Silence, now: float) -> str:
-    if silence.ends_at <= now:
-        return "ended"  # also one expired before it began
-    return "pending" if now < silence.starts_at else "active"
+    return [silence_view(row, now) for row in rows]
 
 
 def expire_silence(conn: sqlite3.Connection, silence_id: int, now: float) -> bool:
@@ -113,19 +74,7 @@ def silence_facts(conn: sqlite3.Connection, ids: Iterable[int]) -> dict[int, Sil
         ).fetchone()
         if row is None:
             continue
-        try:
-            body = json.loads(row["body"])
-        except ValueError:
-            body = None
-        facts[delivery_id] = SilenceFacts(
-            row["source"],
-            row["event_type"],
-            row["rule"],
-            row["destination"],
-            body.get("payload") if isinstance(body, dict) else None,
-            json.loads(row["item"]) if row["item"] is not None else None,
-            row["replay_of"] is not None,
-        )
+        facts[delivery_id] = facts_of(row)
     return facts
 
 

@@ -1,0 +1,114 @@
+"""Stored rows into the records and views the stages read, the same for every backend:
+the SQL differs between SQLite and PostgreSQL, what a row means does not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from relayhook.model import Event
+from relayhook.route.silence import Matcher, Silence, SilenceFacts
+
+__all__ = [
+    "HELD_REASONS",
+    "dump_matchers",
+    "facts_of",
+    "group_view",
+    "member_of",
+    "shown_key",
+    "silence_of",
+    "silence_view",
+    "stored_event",
+]
+
+Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
+HELD_REASONS = ("throttle", "quiet")  # groups named apart from the rule's keys ("throttle:K")
+_decode = msgspec.json.Decoder().decode
+
+
+def shown_key(key: str, reason: str) -> str:
+    """A group's key as the user wrote it (a throttle's or quiet hours' group has a prefix)."""
+    return key.partition(":")[2] if reason in HELD_REASONS else key
+
+
+def group_view(row: Row) -> dict[str, Any]:
+    group = dict(row)
+    group["key"] = shown_key(group["key"], group["reason"])
+    return group
+
+
+def stored_event(row: Row) -> Event:
+    """An event read back whole; one whose stored body is no longer JSON says so."""
+    headers: dict[str, str] = json.loads(row["headers"])
+    try:
+        body = _decode(row["body"])
+    except (msgspec.DecodeError, RecursionError):
+        try:
+            body = json.loads(row["body"])
+        except (ValueError, RecursionError) as e:
+            return Event(
+                row["id"], row["source"], row["event_type"], row["received_at"], headers,
+                error=f"the stored body is not JSON: {e}",
+            )  # fmt: skip
+    return Event(row["id"], row["source"], row["event_type"], row["received_at"], headers, body)
+
+
+def member_of(row: Row) -> dict[str, Any]:
+    """A message of a group as a digest lists it."""
+    return {
+        "delivery_id": row["id"],
+        "title": row["title"],
+        "body": row["body"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "source": row["source"],
+        "received_at": row["received_at"],
+        "item": json.loads(row["item"]) if row["item"] is not None else None,
+    }
+
+
+def dump_matchers(matchers: Sequence[Matcher]) -> str:
+    return json.dumps([[m.field, m.op, m.value] for m in matchers], ensure_ascii=False)
+
+
+def silence_of(row: Row) -> Silence:
+    matchers = tuple(Matcher(f, op, v) for f, op, v in json.loads(row["matchers"]))
+    return Silence(
+        row["id"], matchers, row["starts_at"], row["ends_at"], row["comment"], row["author"],
+        row["created_at"],
+    )  # fmt: skip
+
+
+def silence_view(row: Row, now: float) -> dict[str, Any]:
+    """A silence as `silence list` and the pages show it, with the messages it held."""
+    s = silence_of(row)
+    # An expired one is ended, also one expired before it began.
+    state = "ended" if s.ends_at <= now else "pending" if now < s.starts_at else "active"
+    return {
+        "id": s.id,
+        "matchers": [str(m) for m in s.matchers],
+        "starts_at": s.starts_at,
+        "ends_at": s.ends_at,
+        "comment": s.comment,
+        "author": s.author,
+        "created_at": s.created_at,
+        "state": state,
+        "held": int(row["held"]),
+    }
+
+
+def facts_of(row: Row) -> SilenceFacts:
+    """What matchers read of a delivery: its event's payload and its item."""
+    try:
+        body = json.loads(row["body"])
+    except ValueError:
+        body = None
+    return SilenceFacts(
+        row["source"], row["event_type"], row["rule"], row["destination"],
+        body.get("payload") if isinstance(body, dict) else None,
+        json.loads(row["item"]) if row["item"] is not None else None,
+        row["replay_of"] is not None,
+    )  # fmt: skip
