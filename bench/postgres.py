@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from common import (
@@ -39,19 +38,7 @@ from common import (
 sys.path.insert(0, str(BENCH.parent / "tests"))
 import psycopg
 
-from pg import postgres_server
-
-
-@contextlib.contextmanager
-def database(dsn: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    try:
-        yield dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+from pg import fresh_database, postgres_server
 
 
 def config_for(root: Path, db: str | None, sink_port: int | None) -> Path:
@@ -79,7 +66,11 @@ def ingest(root: Path, dsn: str, seconds: float, rounds: int) -> None:
             folder = root / f"ingest-{name}-{i}"
             folder.mkdir()
             with contextlib.ExitStack() as stack:
-                db = stack.enter_context(database(dsn)) if name == "postgresql" else None
+                db = (
+                    stack.enter_context(fresh_database(dsn, "bench"))
+                    if name == "postgresql"
+                    else None
+                )
                 config = config_for(folder, db, None)
                 port = free_port()
                 stack.enter_context(relayhook(config, port))
@@ -100,7 +91,7 @@ def ingest(root: Path, dsn: str, seconds: float, rounds: int) -> None:
 
 def end_to_end(root: Path, dsn: str, sink_port: int, seconds: float, instances: int) -> float:
     """Events delivered per second by this many instances on one PostgreSQL database."""
-    with database(dsn) as db, contextlib.ExitStack() as stack:
+    with fresh_database(dsn, "bench") as db, contextlib.ExitStack() as stack:
         folder = root / f"e2e-{instances}-{uuid.uuid4().hex[:6]}"
         folder.mkdir()
         config = config_for(folder, db, sink_port)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from support import free_port
 
-__all__ = ["pg_bin", "postgres_server"]
+__all__ = ["fresh_database", "pg_bin", "postgres_server"]
 
 
 def pg_bin() -> Path:
@@ -68,3 +68,21 @@ def postgres_server(durable: bool = False) -> Iterator[str]:
     finally:
         subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, **who)  # type: ignore[arg-type]
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(dsn: str, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database on the server of dsn, dropped after (with any connection
+    still open to it); yields its DSN."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    try:
+        yield dsn.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]

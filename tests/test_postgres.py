@@ -5,33 +5,18 @@ SIGKILL of one instance loses nothing, a waiting group goes once from another.""
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from conftest import run_relayhook
+from pg import fresh_database
 from support import Daemon, HTTPSink, running, wait_for
 from test_daemon import echo_rule, make_config
-
-
-@contextlib.contextmanager
-def database(dsn: str) -> Iterator[str]:
-    """A fresh database on the run's server; its DSN."""
-    name = f"daemons_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    try:
-        yield dsn.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 def pg_config(
@@ -94,7 +79,7 @@ def event(n: int) -> dict[str, Any]:
 def test_three_instances_dedupe_across_them_and_send_each_message_once(
     tmp_path: Path, sink: HTTPSink, postgres_dsn: str
 ) -> None:
-    with database(postgres_dsn) as db:
+    with fresh_database(postgres_dsn, "daemons") as db:
         config = pg_config(tmp_path, sink, db)
         with running(config) as a, running(config) as b, running(config) as c:
             daemons = [a, b, c]
@@ -125,7 +110,7 @@ def test_sigkill_of_one_instance_loses_nothing_and_repeats_only_its_sends_in_fli
 ) -> None:
     sink = HTTPSink(delay=0.1).start()
     try:
-        with database(postgres_dsn) as db:
+        with fresh_database(postgres_dsn, "daemons") as db:
             config = pg_config(tmp_path, sink, db)
             with running(config) as a:
                 post_all([a], [(0, event(n)) for n in range(1000)])
@@ -157,7 +142,7 @@ def test_a_group_waiting_on_a_killed_instance_goes_once_from_another(
 ) -> None:
     rules = echo_rule(["hook"])
     rules["rules"][0]["group"] = {"wait": "3s"}
-    with database(postgres_dsn) as db:
+    with fresh_database(postgres_dsn, "daemons") as db:
         config = pg_config(tmp_path, sink, db, {"echo.yaml": rules})
         with running(config) as a, running(config):
             post_all([a], [(0, event(n)) for n in range(5)])
@@ -231,7 +216,7 @@ def test_db_copy_sqlite_to_postgresql_and_back_keeps_every_row(
 ) -> None:
     first, back = tmp_path / "first.db", tmp_path / "back.db"
     _sqlite_log(first, 10_000)
-    with database(postgres_dsn) as db:
+    with fresh_database(postgres_dsn, "daemons") as db:
         there = run_relayhook("db", "copy", str(first), db)
         assert there.returncode == 0, there.stderr
         assert "events: 10000 rows" in there.stdout
@@ -278,7 +263,7 @@ def test_two_instances_send_one_probe_per_interval_between_them(
     tmp_path: Path, sink: HTTPSink, postgres_dsn: str
 ) -> None:
     sink.responses["/hook"] = [503]
-    with database(postgres_dsn) as db:
+    with fresh_database(postgres_dsn, "daemons") as db:
         config = pg_config(tmp_path, sink, db, hook={"circuit": {"failures": 2, "probe": "3s"}})
         with running(config) as a, running(config) as b:
             post_all([a, b], [(n % 2, event(n)) for n in range(6)])

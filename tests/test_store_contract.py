@@ -14,15 +14,14 @@ import asyncio
 import contextlib
 import json
 import os
-import uuid
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
+from pg import fresh_database
 from relayhook.model import (
     Attempt,
     CircuitState,
@@ -73,16 +72,12 @@ def _sqlite(tmp_path: Path) -> Store:
 @contextlib.contextmanager
 def _postgresql(dsn: str) -> Iterator[Store]:
     """A PostgresStore on a database of its own on the run's server (conftest)."""
-    name = f"contract_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    store = PostgresStore(dsn.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield store
-    finally:
-        run(store.close())
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+    with fresh_database(dsn, "contract") as db:
+        store = PostgresStore(db)
+        try:
+            yield store
+        finally:
+            run(store.close())
 
 
 BACKENDS = ("sqlite", "postgresql")
