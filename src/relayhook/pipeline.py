@@ -135,7 +135,7 @@ class Pipeline:
         old, self.runtime = self.runtime, runtime
         old.retire()
         runtime.open()
-        self.circuits.forget_missing(runtime.config.destinations)
+        self.circuits.follow_config(runtime.config.destinations)
         task = asyncio.get_running_loop().create_task(self._report_orphans(runtime.config))
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)

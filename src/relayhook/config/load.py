@@ -49,6 +49,7 @@ _TOP_KEYS = {
     "lease",
 }
 _CONCURRENCY_KEYS = {"total", "per_destination"}
+_SERVER_URLS = ("postgresql://", "postgres://")  # a database that is a server, not a file
 _LEASE_MARGIN = 10.0  # seconds a lease outlasts two of the slowest sends
 
 
@@ -123,7 +124,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         except ValueError as e:
             r.fail("listen", str(e))
     database = r.string("database", "/var/lib/relayhook/relayhook.db") or ""
-    if not database.startswith(("postgresql://", "postgres://")):
+    if not database.startswith(_SERVER_URLS):
         database = resolve_path(base_dir, database)
     rules_dir = resolve_path(base_dir, r.string("rules", "/etc/relayhook/rules") or "")
 
@@ -191,7 +192,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
 
     _check_fallbacks(destinations, dnode, problems)
     lease = r.duration("lease", 60.0)
-    if database.startswith(("postgresql://", "postgres://")) and destinations:
+    if database.startswith(_SERVER_URLS) and destinations:
         longest = max(d.timeout for d in destinations.values())
         if lease < 2 * longest + _LEASE_MARGIN:
             r.fail(
@@ -215,7 +216,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     )
 
     secrets: set[str] = {admin_token} if admin_token else set()
-    if database.startswith(("postgresql://", "postgres://")):
+    if database.startswith(_SERVER_URLS):
         secrets.update(url_secrets(database))
     for src in sources.values():
         if src.auth is not None:

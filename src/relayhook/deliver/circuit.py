@@ -195,7 +195,7 @@ class Circuits:
             if self._changed.get(name) is state:
                 del self._changed[name]
 
-    def forget_missing(self, destinations: Mapping[str, Destination]) -> None:
+    def follow_config(self, destinations: Mapping[str, Destination]) -> None:
         """Close circuits of destinations the config turned off (on reload)."""
         for name, state in list(self._states.items()):
             dest = destinations.get(name)
