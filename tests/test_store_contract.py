@@ -629,6 +629,7 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
                 outcome="failed",
                 error="HTTP 503",
                 held=False,
+                late=False,
             ),
             dict(
                 number=2,
@@ -637,6 +638,7 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
                 outcome="timeout",
                 error="timed out",
                 held=False,
+                late=False,
             ),
             dict(
                 number=3,
@@ -645,6 +647,7 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
                 outcome="delivered",
                 error=None,
                 held=False,
+                late=False,
             ),
         ]
         assert await store.claim_due({"slack": 5}, set(), T0 + 10**6) == ([], None)
@@ -2403,7 +2406,8 @@ def test_postgresql_leases_keep_a_delivery_to_one_instance(postgres_dsn: str) ->
             await second.record_attempts([attempt(d, 1, DELIVERED, T0 + 201, outcome="delivered")])
             row = await first.get_delivery(d)
             assert row is not None and (row["state"], row["attempts"]) == ("delivered", 1)
-            assert [a["outcome"] for a in row["attempts_log"]] == ["failed", "delivered"]
+            log = [(a["outcome"], a["late"]) for a in row["attempts_log"]]
+            assert log == [("failed", True), ("delivered", False)]
             # Released, a claim is due again at once, for anyone.
             e = await one(first, "b", at=T0)
             (got,), _ = await second.claim_due({"slack": 5}, set(), T0 + 300)
@@ -2430,6 +2434,31 @@ def test_postgresql_one_instance_takes_each_probe(postgres_dsn: str) -> None:
             assert await first.take_probe("slack", T0 + 31, 30.0) is None  # taken till T0+90
             (row,) = await first.circuits()
             assert row.next_probe_at == T0 + 90
+            await second.close()
+
+        run(go())
+
+
+def test_postgresql_one_instance_runs_a_periodic_job_at_a_time(postgres_dsn: str) -> None:
+    with _postgresql(postgres_dsn) as first:
+        assert isinstance(first, PostgresStore)
+        second = PostgresStore(first.dsn, owner="second")
+
+        async def go() -> None:
+            async with first.exclusive("groups") as mine:
+                assert mine
+                async with second.exclusive("groups") as theirs:
+                    assert not theirs  # first runs it now
+                async with second.exclusive("prune") as other_job:
+                    assert other_job  # another job is another lock
+            async with second.exclusive("groups") as theirs:
+                assert theirs  # the block ended: free
+            # A block ended by an error gives the lock back too.
+            with pytest.raises(RuntimeError):
+                async with first.exclusive("groups"):
+                    raise RuntimeError("boom")
+            async with second.exclusive("groups") as theirs:
+                assert theirs
             await second.close()
 
         run(go())

@@ -127,6 +127,11 @@ def show(delivery_id: int, as_json: bool, config_path: str) -> None:
         lines.append(
             f"  #{a['number']} {when(a['started_at'])} {a['duration_ms']:.0f} ms {a['outcome']}"
             + (" (probe of an open circuit: not counted)" if a.get("held") else "")
+            + (
+                " (late: its lease had passed to another instance; changed nothing)"
+                if a.get("late")
+                else ""
+            )
             + (f": {a['error']}" if a["error"] else "")
         )
     click.echo(redact("\n".join(line for line in lines if line)))

@@ -134,9 +134,12 @@ class GroupStage:
 
     async def run(self) -> None:
         while True:
-            due = await self.store.due_groups(self.clock(), _BATCH)
-            for group in due:
-                await self._send(group)
+            # One instance at a time renders and closes due groups (each closes once in
+            # any case; the lock spares the others rendering it for nothing).
+            async with self.store.exclusive("groups") as mine:
+                due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
+                for group in due:
+                    await self._send(group)
             if due:
                 self._sent()
                 continue

@@ -7,6 +7,7 @@ SQLite (store.sqlite) implements it; another backend must pass the same contract
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -148,6 +149,10 @@ class Store(Protocol):
     async def listen(self, heard: Callable[[str], None]) -> None:
         """Call heard(topic) whenever another instance stores work ("events",
         "deliveries"); runs until cancelled (where nobody else stores work: does nothing)."""
+
+    def exclusive(self, job: str) -> AbstractAsyncContextManager[bool]:
+        """Whether this instance runs a periodic job (a name of up to 7 letters) now: one
+        instance at a time among those on the database, for as long as the block runs."""
 
     async def release(self, ids: Sequence[int]) -> None:
         """Give back claimed deliveries that will not be sent now: due again at once."""

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from relayhook.model import CircuitState
+from relayhook.store.postgres.schema import take_lock
 
 __all__ = ["circuits", "destination_status", "prune_batch", "save_circuit", "take_probe"]
 
@@ -93,14 +94,9 @@ async def destination_status(conn: Conn) -> dict[str, dict[str, Any]]:
     return found
 
 
-_PRUNING = 0x7072756E65  # "prune": the advisory lock one instance prunes under
-
-
 async def prune_batch(conn: Conn, cutoff: float, batch: int = 2000) -> tuple[int, int, int] | None:
     """One batch of retention, None when done, or when another instance prunes now."""
-    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (_PRUNING,))
-    row = await cur.fetchone()
-    if row is None or not row["mine"]:
+    if not await take_lock(conn, "prune"):
         return None
     cur = await conn.execute(
         "SELECT e.id FROM events e WHERE e.received_at < %s AND e.state != 'received'"

@@ -180,7 +180,7 @@ async def get_delivery(conn: Conn, delivery_id: int) -> dict[str, Any] | None:
     delivery["digest_of"] = _group(await _all(conn, _GROUP_SQL + "digest_id = %s", [delivery_id]))
     delivery["attempts_log"] = await _all(
         conn,
-        "SELECT number, started_at, duration_ms, outcome, error, held FROM attempts"
+        "SELECT number, started_at, duration_ms, outcome, error, held, late FROM attempts"
         " WHERE delivery_id = %s ORDER BY number, id",
         [delivery_id],
     )

@@ -3,11 +3,27 @@ that instances starting together do not race."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "lock_key", "migrate", "take_lock"]
 
-_LOCK = 0x72656C6179  # "relay": the advisory lock migrations run under
+
+def lock_key(name: str) -> int:
+    """The advisory lock key of a job: its name's bytes ("relay" is 0x72656C6179)."""
+    assert len(name) <= 7, name  # fits a bigint
+    return int.from_bytes(name.encode(), "big")
+
+
+async def take_lock(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    """Whether this transaction now holds the job's lock (no wait; held until it ends)."""
+    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (lock_key(name),))
+    row = await cur.fetchone()
+    return bool(row is not None and row["mine"])
+
+
+_LOCK = lock_key("relay")  # the advisory lock migrations run under
 
 # Each entry is applied once, in order, in one transaction; never edit one that shipped.
 MIGRATIONS: list[tuple[str, list[str]]] = [

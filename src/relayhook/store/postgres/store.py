@@ -4,10 +4,11 @@ one transaction. Migrations run on first use, under an advisory lock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from relayhook.store.base import (
     StoreError,
 )
 from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
-from relayhook.store.postgres.schema import migrate
+from relayhook.store.postgres.schema import migrate, take_lock
 
 __all__ = ["PostgresStore"]
 
@@ -109,6 +110,17 @@ class PostgresStore:
             pool = await self._connections()
             async with pool.connection() as conn:
                 return await fn(conn)
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, job: str) -> AsyncIterator[bool]:
+        # A transaction-scoped advisory lock, so that however the block ends (an error, a
+        # cancel, a killed instance's dropped connection) the lock goes with it.
+        try:
+            pool = await self._connections()
+            async with pool.connection() as conn, conn.transaction():
+                yield await take_lock(conn, job)
         except (psycopg.Error, PoolTimeout) as e:
             raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
 

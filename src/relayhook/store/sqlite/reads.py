@@ -73,9 +73,9 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: int) -> dict[str, Any] |
     digest_of = conn.execute(_GROUP_SQL + "digest_id = ?", (delivery_id,)).fetchone()
     delivery["digest_of"] = _group(digest_of)
     delivery["attempts_log"] = [
-        {**dict(a), "held": bool(a["held"])}
+        {**dict(a), "held": bool(a["held"]), "late": bool(a["late"])}
         for a in conn.execute(
-            "SELECT number, started_at, duration_ms, outcome, error, held FROM attempts"
+            "SELECT number, started_at, duration_ms, outcome, error, held, late FROM attempts"
             " WHERE delivery_id = ? ORDER BY number",
             (delivery_id,),
         )

@@ -196,6 +196,13 @@ def m009_deliveries_by_state(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX deliveries_state_id ON deliveries (state, id)")
 
 
+@migrations()
+def m010_late_attempts(db: sqlite_utils.Database) -> None:
+    # Only PostgreSQL instances, which lease deliveries, log a late attempt; a log copied
+    # from one keeps them.
+    db.execute("ALTER TABLE attempts ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection in autocommit mode (we BEGIN ourselves), WAL, durable commits."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -7,8 +7,9 @@ them and writes commit in groups. The SQL lives by concern beside this file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any
 
@@ -70,6 +71,10 @@ class SqliteStore:
 
     async def listen(self, heard: Callable[[str], None]) -> None:
         await asyncio.Event().wait()  # one daemon: nobody else stores work
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, job: str) -> AsyncIterator[bool]:
+        yield True  # one daemon per file runs every job
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
