@@ -1,6 +1,7 @@
 """Several instances on one PostgreSQL database, against a real server (tests/pg.py), real
 daemons and a real sink: dedupe across instances, each delivery sent by one instance,
-SIGKILL of one instance loses nothing, a waiting group goes once from another."""
+SIGKILL of one instance loses nothing, a waiting group goes once from another, events an
+instance stored but never routed are routed by another."""
 
 from __future__ import annotations
 
@@ -153,6 +154,39 @@ def test_a_group_waiting_on_a_killed_instance_goes_once_from_another(
                 time.sleep(4)
     (digest,) = [r.json()["title"] for r in sink.at("/hook")]
     assert digest == "5 × echo"
+
+
+def test_events_an_instance_stored_but_never_routed_are_routed_by_another(
+    tmp_path: Path, sink: HTTPSink, postgres_dsn: str
+) -> None:
+    import asyncio
+    import json
+
+    from relayhook.model import NewEvent
+    from relayhook.store.postgres.store import PostgresStore
+
+    async def store_only(db: str) -> None:
+        # What an instance killed between its commit (the 202) and routing leaves behind.
+        store = PostgresStore(db, owner="killed")
+        for n in range(20):
+            body = event(n)
+            await store.add_event(
+                NewEvent("openvolt", f"lost-{n}", "customer.created", time.time(), {},
+                         json.dumps(body), body)
+            )  # fmt: skip
+        await store.close()
+
+    with fresh_database(postgres_dsn, "daemons") as db:
+        config = pg_config(tmp_path, sink, db)
+        with running(config) as a:
+            a.post(event(1000))  # its own: routed at once, from memory
+            wait_for(lambda: len(sink.at("/hook")) == 1, 10, "its own event")
+            asyncio.run(store_only(db))
+            # Left to their instance for a few seconds, then taken over, each once.
+            wait_for(lambda: len(sink.at("/hook")) == 21, 20, "the orphaned events")
+            time.sleep(1)
+    titles = sorted(r.json()["title"] for r in sink.at("/hook"))
+    assert titles == sorted(f"customer.created d-{n}" for n in [*range(20), 1000])
 
 
 def _sqlite_log(path: Path, events: int) -> None:

@@ -293,6 +293,9 @@ def test_events_to_route_oldest_first_whole_and_limited(store: Store) -> None:
         assert await store.events_to_route(10) == expected
         assert await store.events_to_route(2) == expected[:2]
         assert await store.events_to_route(1) == expected[:1]
+        # Only those received before a time (what an instance adopts on a shared database).
+        assert await store.events_to_route(10, received_before=T0 + 1) == expected[:1]
+        assert await store.events_to_route(10, received_before=T0) == []
 
         # Routed (with deliveries) or unrouted (with none): gone from it either way.
         assert await store.save_routings(
@@ -470,7 +473,7 @@ def test_claim_due_fields(store: Store) -> None:
             due_at=T0 + 2, fallback_of=None, event_type="order.paid", source="shop",
         )  # fmt: skip
         assert claimed == [first]
-        assert next_due == T0 + 2
+        assert next_due is None  # it claimed some: the caller asks again at once
 
         await store.record_attempts([attempt(d, 1, RETRYING, T0 + 3, next_at=T0 + 9, error="x")])
         claimed, _ = await store.claim_due({"slack": 5}, set(), T0 + 9)
@@ -493,13 +496,13 @@ def test_claim_due_per_destination_oldest_due_first(store: Store) -> None:
             await store.release(ids_of(claimed))
             return ids_of(claimed), next_due
 
-        assert await claim({"a": 2}) == ([a1, a2], T0 + 1)
+        assert await claim({"a": 2}) == ([a1, a2], None)
         assert (await claim({"a": 1}))[0] == [a1]
         claimed, _ = await store.claim_due({"a": 10, "b": 10}, set(), now)
         assert sorted(ids_of(claimed)) == sorted([a1, a2, a3, b1])
         assert [d.id for d in claimed if d.destination == "a"] == [a1, a2, a3]
         await store.release(ids_of(claimed))
-        assert await claim({"b": 1}) == ([b1], T0 + 4)
+        assert await claim({"b": 1}) == ([b1], None)
         # Released, the same work is due again until an attempt is recorded.
         assert (await claim({"a": 2}))[0] == [a1, a2]
 
@@ -555,7 +558,7 @@ def test_claim_due_leaves_work_not_yet_due_and_other_destinations(store: Store) 
         claimed, next_due = await store.claim_due({"a": 5}, set(), T0 + 10)
         assert (claimed, next_due) == ([], T0 + 20)
         claimed, next_due = await store.claim_due({"a": 5}, set(), T0 + 20)
-        assert (ids_of(claimed), next_due) == ([soon], T0 + 20)
+        assert (ids_of(claimed), next_due) == ([soon], None)
         await store.release(ids_of(claimed))
         claimed, _ = await store.claim_due({"a": 5}, set(), T0 + 30)
         assert ids_of(claimed) == [soon, later]
@@ -565,8 +568,8 @@ def test_claim_due_leaves_work_not_yet_due_and_other_destinations(store: Store) 
         assert (claimed, next_due) == ([], None)
         claimed, next_due = await store.claim_due({}, set(), T0 + 100)
         assert (claimed, next_due) == ([], None)
-        claimed, next_due = await store.claim_due({"b": 5}, set(), T0 + 100)
-        assert (ids_of(claimed), next_due) == ([other], T0)
+        claimed, next_due = await store.claim_due({"b": 5}, {other}, T0 + 100)
+        assert (claimed, next_due) == ([], T0)  # wanted: counted, though in flight
 
     run(go())
 
@@ -684,7 +687,7 @@ def test_record_attempts_dead_finishes_and_several_at_once(store: Store) -> None
         }
         assert [len((r or {})["attempts_log"]) for r in rows.values()] == [1, 1, 1]
         claimed, next_due = await store.claim_due({"slack": 5}, set(), T0 + 10**6)
-        assert (ids_of(claimed), next_due) == ([retry], T0 + 30)
+        assert (ids_of(claimed), next_due) == ([retry], None)
 
     run(go())
 
@@ -1147,7 +1150,7 @@ def test_save_routings_keeps_a_silenced_message_silenced(store: Store) -> None:
 
         # Never due, never waiting, not in the queue.
         claimed, next_due = await store.claim_due({"slack": 10, "pager": 10}, set(), T0 + 10**6)
-        assert (ids_of(claimed), next_due) == ([sent], T0 + 1)
+        assert (ids_of(claimed), next_due) == ([sent], None)
         assert await store.waiting_by_destination() == {"slack": 1}
         assert nonzero((await store.queue_stats(T0 + 1)).depth) == {"pending": 1}
         assert [r["id"] for r in await store.list_deliveries(state="silenced")] == [
@@ -1671,7 +1674,7 @@ def test_close_group_with_a_digest_sends_it_exactly_once(store: Store) -> None:
             made, e1, "slack", "2 × r1", digest.body, "html", 0, T0, "warning", "r1",
             due_at=now, event_type="order.paid", source="shop",
         )  # fmt: skip
-        assert await store.claim_due({"slack": 10}, set(), now) == ([sent], now)
+        assert await store.claim_due({"slack": 10}, set(), now) == ([sent], None)
         assert await store.waiting_by_destination() == {"slack": 1}
 
         # Sent: no longer due, and the next group is the other key's.
@@ -1684,7 +1687,7 @@ def test_close_group_with_a_digest_sends_it_exactly_once(store: Store) -> None:
         assert await store.close_group(g, Digest("again", "again", "markdown"), now + 1) is None
         assert await store.close_group(g, None, now + 2) is None
         assert await store.list_deliveries(limit=1000) == before
-        assert await store.claim_due({"slack": 10}, set(), ANY_TIME) == ([sent], now)
+        assert await store.claim_due({"slack": 10}, set(), ANY_TIME) == ([sent], None)
         for m in (m1, m2):
             assert (await store.get_delivery(m) or {})["state"] == "grouped"
 
@@ -1746,7 +1749,7 @@ def test_close_group_of_one_without_a_digest_sends_its_message_as_itself(store: 
             m1, e1, "slack", "title r1", "body of title r1", "markdown", 0, T0, "failure", "r1",
             due_at=now, event_type="order.paid", source="shop",
         )  # fmt: skip
-        assert await store.claim_due({"slack": 10}, set(), now) == ([sent], now)
+        assert await store.claim_due({"slack": 10}, set(), now) == ([sent], None)
         assert await store.waiting_by_destination() == {"slack": 1}
         assert await unsent_groups(store) == []
         assert await store.next_group_due() is None

@@ -164,9 +164,7 @@ class Pipeline:
         """Wake the stage that has new work another instance stored (PostgreSQL)."""
 
         def heard(topic: str) -> None:
-            if topic == "events":
-                self.router.stored_elsewhere()
-            elif topic == "deliveries":
+            if topic == "deliveries":
                 self.scheduler.wake()
                 self.groups.wake()
 

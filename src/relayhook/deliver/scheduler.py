@@ -124,6 +124,7 @@ class Scheduler:
             # The probe is the delivery that first fell due, like the backlog after it.
             await self.store.requeue_due(name, now)
         claimed, next_due = await self.store.claim_due(wants, frozenset(self._busy), self.clock())
+        took = bool(claimed)
         if claimed and self._silences is not None:
             claimed = await self._unmuted(claimed)
         spare = runtime.config.concurrency.total - len(self._attempts)
@@ -134,8 +135,8 @@ class Scheduler:
             # Claimed beyond the total's room: given back, for this round or another instance.
             left = {d.id for d in claimed} - {d.id for d in chosen}
             await self.store.release(sorted(left))
-        if claimed:
-            return None
+        if took:
+            return None  # more may be due: the next round asks at once
         now = self.clock()
         if next_due is None or next_due <= now:
             delay = _IDLE_POLL  # nothing waiting, or every destination with due work is full

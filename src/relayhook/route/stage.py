@@ -34,6 +34,7 @@ _FRESH_MAX = 10_000  # events held in memory for routing; past this, read from t
 _IDLE_POLL = 1.0
 _THREADS = 4  # batches rendering at once
 _SLOW = 0.05  # seconds a batch renders before the next one may start beside it
+_ADOPT_AFTER = 5.0  # seconds an event waits on a shared database before anyone routes it
 
 
 def route_event(config: Config, event: Event) -> tuple[Message, ...]:
@@ -100,6 +101,8 @@ class RouteStage:
         self._batches: set[asyncio.Task[None]] = set()
         self._rules_of: Config | None = None
         self._takers: dict[tuple[str, str], bool] = {}
+        self._shared = store.lease is not None  # other instances store events too
+        self._adopt_at = 0.0  # monotonic time of the next look for events nobody routed
 
     def hint(self, event: Event) -> None:
         """A new event is committed: route it from memory, without reading it back."""
@@ -113,16 +116,20 @@ class RouteStage:
         """Look for work now (a new config may route what waits differently)."""
         self._wake.set()
 
-    def stored_elsewhere(self) -> None:
-        """Another instance stored events: read them from the database now."""
-        self._rescan = True
-        self._wake.set()
-
     async def _next_batch(self) -> list[Event]:
-        if self._fresh:
+        adopt = self._shared and time.monotonic() >= self._adopt_at
+        if self._fresh and not adopt:
             return [self._fresh.popleft() for _ in range(min(len(self._fresh), _BATCH))]
-        if self._rescan:
-            found = await self.store.events_to_route(_BATCH + len(self._routing))
+        if self._rescan or adopt:
+            received_before = None
+            if self._shared:
+                # Instances on one database each route what they stored, from memory; an
+                # event still waiting after _ADOPT_AFTER lost its instance (killed before
+                # routing it) and is taken over. Younger ones are left to their own
+                # instance, which would otherwise render them twice.
+                self._adopt_at = time.monotonic() + _ADOPT_AFTER
+                received_before = self.clock() - _ADOPT_AFTER
+            found = await self.store.events_to_route(_BATCH + len(self._routing), received_before)
             batch = [e for e in found if e.id not in self._routing][:_BATCH]
             self._rescan = len(batch) == _BATCH
             return batch

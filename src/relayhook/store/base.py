@@ -120,8 +120,11 @@ class Store(Protocol):
 
     # -- routing -----------------------------------------------------------------------
 
-    async def events_to_route(self, limit: int) -> list[Event]:
-        """Up to limit stored events not routed yet, oldest first."""
+    async def events_to_route(
+        self, limit: int, received_before: float | None = None
+    ) -> list[Event]:
+        """Up to limit stored events not routed yet (received before received_before, if
+        given), oldest first."""
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         """Each event's deliveries and its new state (routed, unrouted), all at once.
@@ -138,7 +141,8 @@ class Store(Protocol):
         self, wants: Mapping[str, int], busy: Set[int], now: float
     ) -> tuple[list[Delivery], float | None]:
         """Up to wants[destination] due deliveries each, oldest due first, none of busy;
-        and when the next delivery to those destinations falls due. A claimed delivery is
+        and, when it claims none, when the next delivery to those destinations falls due
+        (None when it claims some: the caller asks again at once). A claimed delivery is
         not claimed again (by any instance) until its attempt is recorded or it is
         released; with a lease, also once the lease has run out."""
 
@@ -147,8 +151,8 @@ class Store(Protocol):
     lease: float | None
 
     async def listen(self, heard: Callable[[str], None]) -> None:
-        """Call heard(topic) whenever another instance stores work ("events",
-        "deliveries"); runs until cancelled (where nobody else stores work: does nothing)."""
+        """Call heard(topic) whenever another instance stores work ("deliveries"); runs
+        until cancelled (where nobody else stores work: does nothing)."""
 
     def exclusive(self, job: str) -> AbstractAsyncContextManager[bool]:
         """Whether this instance runs a periodic job (a name of up to 7 letters) now: one

@@ -26,10 +26,16 @@ __all__ = [
 
 Conn = AsyncConnection[Any]
 _UNFINISHED = ("pending", "retrying")
-_DUE_SQL_BY_ID = (
-    "SELECT d.id, d.event_id, d.destination, d.title, d.body, d.format, d.attempts,"
-    " e.received_at, d.severity, d.rule, d.next_attempt_at, d.fallback_of, e.event_type,"
-    " e.source FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ANY(%s)"
+_CLAIM_SQL = (
+    "WITH chosen AS (SELECT id FROM deliveries WHERE destination = %s"
+    " AND state IN ('pending', 'retrying') AND next_attempt_at <= %s"
+    " AND (lease_until IS NULL OR lease_until < %s) AND NOT (id = ANY(%s))"
+    " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED),"
+    " leased AS (UPDATE deliveries d SET lease_owner = %s, lease_until = %s FROM chosen"
+    " WHERE d.id = chosen.id RETURNING d.id, d.event_id, d.destination, d.title, d.body,"
+    " d.format, d.attempts, d.severity, d.rule, d.next_attempt_at, d.fallback_of)"
+    " SELECT l.*, e.received_at, e.event_type, e.source FROM leased l"
+    " JOIN events e ON e.id = l.event_id ORDER BY l.next_attempt_at, l.id"
 )
 
 
@@ -51,21 +57,11 @@ async def claim_due(
     for destination, free in wants.items():
         if free <= 0:
             continue
-        cur = await conn.execute(
-            "WITH chosen AS (SELECT id FROM deliveries WHERE destination = %s"
-            " AND state IN ('pending', 'retrying') AND next_attempt_at <= %s"
-            " AND (lease_until IS NULL OR lease_until < %s) AND NOT (id = ANY(%s))"
-            " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " UPDATE deliveries d SET lease_owner = %s, lease_until = %s FROM chosen"
-            " WHERE d.id = chosen.id RETURNING d.id",
-            (destination, now, now, list(busy), free, owner, now + lease),
-        )
-        ids = [int(row["id"]) for row in await cur.fetchall()]
-        if not ids:
-            continue
-        cur = await conn.execute(_DUE_SQL_BY_ID + " ORDER BY d.next_attempt_at, d.id", (ids,))
+        # Chosen, leased and read back whole in one statement: one round trip.
+        cur = await conn.execute(_CLAIM_SQL, (destination, now, now, list(busy), free, owner,
+                                              now + lease))  # fmt: skip
         taken += [_delivery(row) for row in await cur.fetchall()]
-    return taken, await next_due_at(conn, wants)
+    return taken, None if taken else await next_due_at(conn, wants)
 
 
 async def release(conn: Conn, ids: Sequence[int], owner: str) -> None:

@@ -69,11 +69,14 @@ async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[
     return found
 
 
-async def events_to_route(conn: Conn, limit: int) -> list[Event]:
+async def events_to_route(
+    conn: Conn, limit: int, received_before: float | None = None
+) -> list[Event]:
     cur = await conn.execute(
         "SELECT id, source, event_type, received_at, headers, body FROM events"
-        " WHERE state = 'received' ORDER BY id LIMIT %s",
-        (limit,),
+        " WHERE state = 'received' AND (%s::float8 IS NULL OR received_at < %s)"
+        " ORDER BY id LIMIT %s",
+        (received_before, received_before, limit),
     )
     return [stored_event(row) for row in await cur.fetchall()]
 

@@ -139,9 +139,9 @@ class PostgresStore:
 
             async def store(conn: Conn, batch: list[_Arrival] = batch) -> list[tuple[int, bool]]:
                 rows = [(e, _encode(dict(e.headers)).decode()) for e, _ in batch]
-                found = await events.add_events(conn, rows)
-                await self._announce(conn, "events")
-                return found
+                # Not announced: the instance that stored them routes them (others adopt
+                # them only if it does not, see RouteStage).
+                return await events.add_events(conn, rows)
 
             try:
                 results = await self._run(store)
@@ -154,8 +154,12 @@ class PostgresStore:
                 if not waiting.done():
                     waiting.set_result(result)
 
-    async def events_to_route(self, limit: int) -> list[Event]:
-        return await self._read(partial(events.events_to_route, limit=limit))
+    async def events_to_route(
+        self, limit: int, received_before: float | None = None
+    ) -> list[Event]:
+        return await self._read(
+            partial(events.events_to_route, limit=limit, received_before=received_before)
+        )
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         async def save(conn: Conn) -> list[bool]:
@@ -171,9 +175,9 @@ class PostgresStore:
         await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
 
     async def listen(self, heard: Callable[[str], None]) -> None:
-        """Call heard(topic) for the work other instances announce ("events",
-        "deliveries"), from a connection of its own (a pooler in transaction mode would
-        drop LISTEN: the stages poll every second anyway)."""
+        """Call heard(topic) for the work other instances announce ("deliveries"), from
+        a connection of its own (a pooler in transaction mode would drop LISTEN: the
+        stages poll every second anyway)."""
         conn = await AsyncConnection.connect(self.dsn, autocommit=True)
         try:
             await conn.execute(f"LISTEN {_CHANNEL}")

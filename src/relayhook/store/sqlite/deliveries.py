@@ -33,7 +33,7 @@ def claim_due(
     conn: sqlite3.Connection, wants: Mapping[str, int], busy: Set[int], now: float
 ) -> tuple[list[Delivery], float | None]:
     """Up to wants[destination] due deliveries each, oldest due first, skipping those in
-    flight (busy); and when the next one to these destinations falls due.
+    flight (busy); and, when none, when the next one to these destinations falls due.
 
     Nothing is written: what is in flight is known in memory only (the daemon's lock on
     the file makes it the only sender), so a crash leaves it due, to be tried again (at
@@ -51,7 +51,7 @@ def claim_due(
             n += 1
             if n == free:
                 break
-    return taken, next_due_at(conn, wants)
+    return taken, None if taken else next_due_at(conn, wants)
 
 
 def next_due_at(conn: sqlite3.Connection, destinations: Iterable[str]) -> float | None:

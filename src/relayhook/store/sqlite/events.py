@@ -37,12 +37,14 @@ def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list
     return found
 
 
-def events_to_route(conn: sqlite3.Connection, limit: int) -> list[Event]:
+def events_to_route(
+    conn: sqlite3.Connection, limit: int, received_before: float | None = None
+) -> list[Event]:
     """The oldest events not routed yet, read back whole."""
     rows = conn.execute(
         "SELECT id, source, event_type, received_at, headers, body FROM events"
-        " WHERE state = 'received' ORDER BY id LIMIT ?",
-        (limit,),
+        " WHERE state = 'received' AND (? IS NULL OR received_at < ?) ORDER BY id LIMIT ?",
+        (received_before, received_before, limit),
     ).fetchall()
     return [stored_event(row) for row in rows]
 

@@ -79,8 +79,12 @@ class SqliteStore:
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
 
-    async def events_to_route(self, limit: int) -> list[Event]:
-        return await self._writer.run(partial(events.events_to_route, limit=limit))
+    async def events_to_route(
+        self, limit: int, received_before: float | None = None
+    ) -> list[Event]:
+        return await self._writer.run(
+            partial(events.events_to_route, limit=limit, received_before=received_before)
+        )
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         return await self._writer.run(partial(events.save_routings, routings=routings, now=now))
