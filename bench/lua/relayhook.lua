@@ -2,8 +2,17 @@
 local counter = 0
 local thread_id = 0
 local event_type = os.getenv("EVENT_TYPE") or "bench.unrouted"
+-- SPREAD_PORTS="p1,p2": thread n sends to the nth port on 127.0.0.1, like a load balancer
+-- in front of several instances (one wrk, so the load costs the same however many).
+local ports = {}
+for port in string.gmatch(os.getenv("SPREAD_PORTS") or "", "%d+") do
+  table.insert(ports, port)
+end
 function setup(thread)
   thread:set("id", thread_id)
+  if #ports > 0 then
+    thread.addr = wrk.lookup("127.0.0.1", ports[(thread_id % #ports) + 1])[1]
+  end
   thread_id = thread_id + 1
 end
 function init(args)

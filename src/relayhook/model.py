@@ -91,6 +91,13 @@ class Message:
     throttle: Throttling | None = None  # the limit it counts against
     quiet_until: float | None = None  # quiet hours hold it until then, if nothing else does
 
+    @property
+    def may_wait(self) -> bool:
+        """Whether a noise stage may fold it into a group (throttle, group, quiet hours)."""
+        return not self.error and (
+            self.grouping is not None or self.throttle is not None or self.quiet_until is not None
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Throttling:

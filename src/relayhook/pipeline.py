@@ -73,9 +73,10 @@ class Pipeline:
         self._chores: set[asyncio.Task[None]] = set()
         self._stopping = False
 
-    def _routed(self) -> None:
+    def _routed(self, grouped: bool) -> None:
         self.scheduler.wake()
-        self.groups.wake()  # a group may have filled up
+        if grouped:
+            self.groups.wake()  # a group may have filled up
 
     @property
     def config(self) -> Config:
@@ -166,6 +167,7 @@ class Pipeline:
         def heard(topic: str) -> None:
             if topic == "deliveries":
                 self.scheduler.wake()
+            elif topic == "groups":
                 self.groups.wake()
 
         await self.store.listen(heard)

@@ -134,17 +134,22 @@ class GroupStage:
 
     async def run(self) -> None:
         while True:
-            # One instance at a time renders and closes due groups (each closes once in
-            # any case; the lock spares the others rendering it for nothing).
-            async with self.store.exclusive("groups") as mine:
-                due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
-                for group in due:
-                    await self._send(group)
-            if due:
-                self._sent()
-                continue
             next_due = await self.store.next_group_due()
             delay = _POLL if next_due is None else min(_POLL, max(0.0, next_due - self.clock()))
+            if next_due is not None and next_due <= self.clock():
+                # One instance at a time renders and closes due groups (each closes once
+                # in any case; the lock spares the others rendering it for nothing).
+                async with self.store.exclusive("groups") as mine:
+                    due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
+                    for group in due:
+                        await self._send(group)
+                if due:
+                    self._sent()
+                if mine:
+                    continue
+                # Another instance is sending them; take over if it stops.
+                await asyncio.sleep(_POLL)
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()

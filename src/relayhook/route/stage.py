@@ -82,7 +82,7 @@ class RouteStage:
         store: Store,
         config: Callable[[], Config],
         metrics: Metrics,
-        routed: Callable[[], None],
+        routed: Callable[[bool], None],
         silences: Silences,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,7 +90,8 @@ class RouteStage:
         self._silences = silences
         self._config = config
         self.metrics = metrics
-        self._routed = routed  # told when new deliveries may be waiting
+        # Told when new deliveries may be waiting, and whether groups may have grown.
+        self._routed = routed
         self.clock = clock
         self._fresh: deque[Event] = deque()
         self._wake = asyncio.Event()
@@ -206,7 +207,7 @@ class RouteStage:
             routings = hold_quiet(config, routings, self.clock())
             saved = await self.store.save_routings(routings, self.clock())
             self._count(routings, saved)
-            self._routed()
+            self._routed(any(m.may_wait for r in routings for m in r.messages))
         except StoreError as e:
             logger.error("could not save the routing of %d events (%s); retrying", size, e)
             await self._retry_later()

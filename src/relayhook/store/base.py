@@ -151,8 +151,9 @@ class Store(Protocol):
     lease: float | None
 
     async def listen(self, heard: Callable[[str], None]) -> None:
-        """Call heard(topic) whenever another instance stores work ("deliveries"); runs
-        until cancelled (where nobody else stores work: does nothing)."""
+        """Call heard(topic) whenever another instance stores work ("deliveries";
+        "groups": messages that may fill a group); runs until cancelled (where nobody
+        else stores work: does nothing)."""
 
     def exclusive(self, job: str) -> AbstractAsyncContextManager[bool]:
         """Whether this instance runs a periodic job (a name of up to 7 letters) now: one

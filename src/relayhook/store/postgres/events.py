@@ -101,43 +101,40 @@ async def _place(
     return DeliveryState.PENDING, None
 
 
-async def _save_routing(conn: Conn, routing: Routing, now: float) -> bool:
-    state = "routed" if routing.messages else "unrouted"
-    cur = await conn.execute(
-        "UPDATE events SET state = %s WHERE id = %s AND state = 'received'",
-        (state, routing.event_id),
-    )
-    if cur.rowcount != 1:
-        return False
-    for m in routing.messages:
-        placed, group_id = await _place(conn, routing.event_id, m, now)
-        await conn.execute(
-            "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
-            " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
-            " item, group_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (
-                routing.event_id, m.rule, m.destination, m.item_index, m.title, m.body, m.format,
-                placed.value, now if placed is DeliveryState.PENDING else None, now, now,
-                m.error, m.severity, m.silence_id,
-                None if m.item is None else _encode(m.item).decode(), group_id,
-            ),
-        )  # fmt: skip
-    return True
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (event_id, rule, destination, item_index, title, body, format,"
+    " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
+    " item, group_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+)
 
 
 async def save_routings(conn: Conn, routings: Sequence[Routing], now: float) -> list[bool]:
     """Each routing saved; whether each event was still waiting (so this call routed it).
-    Events that matched nothing are marked in one statement."""
-    unrouted = [r.event_id for r in routings if not r.messages]
-    marked: set[int] = set()
-    if unrouted:
-        cur = await conn.execute(
-            "UPDATE events SET state = 'unrouted' WHERE id = ANY(%s) AND state = 'received'"
-            " RETURNING id",
-            (unrouted,),
-        )
-        marked = {int(row["id"]) for row in await cur.fetchall()}
-    return [
-        r.event_id in marked if not r.messages else await _save_routing(conn, r, now)
-        for r in routings
-    ]
+    The events' states in one statement, the deliveries in one pipeline: a few round
+    trips a batch, plus those of the messages a noise stage may hold."""
+    first: dict[int, Routing] = {}
+    for r in routings:
+        first.setdefault(r.event_id, r)  # an event given twice: its first routing counts
+    cur = await conn.execute(
+        "UPDATE events SET state = CASE WHEN id = ANY(%s) THEN 'routed' ELSE 'unrouted' END"
+        " WHERE id = ANY(%s) AND state = 'received' RETURNING id",
+        ([i for i, r in first.items() if r.messages], list(first)),
+    )
+    fresh = {int(row["id"]) for row in await cur.fetchall()}
+    rows, saved = [], []
+    for routing in routings:
+        saved.append(routing.event_id in fresh)
+        if not saved[-1]:
+            continue  # routed already (by another instance, or earlier in this call)
+        fresh.discard(routing.event_id)
+        for m in routing.messages:
+            placed, group_id = await _place(conn, routing.event_id, m, now)
+            rows.append((
+                routing.event_id, m.rule, m.destination, m.item_index, m.title, m.body, m.format,
+                placed.value, now if placed is DeliveryState.PENDING else None, now, now,
+                m.error, m.severity, m.silence_id,
+                None if m.item is None else _encode(m.item).decode(), group_id,
+            ))  # fmt: skip
+    if rows:
+        await conn.cursor().executemany(_INSERT_DELIVERY, rows)
+    return saved

@@ -166,6 +166,8 @@ class PostgresStore:
             saved = await events.save_routings(conn, routings, now)
             if any(r.messages for r in routings):
                 await self._announce(conn, "deliveries")
+            if any(m.may_wait for r in routings for m in r.messages):
+                await self._announce(conn, "groups")
             return saved
 
         return await self._run(save)
@@ -175,7 +177,8 @@ class PostgresStore:
         await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
 
     async def listen(self, heard: Callable[[str], None]) -> None:
-        """Call heard(topic) for the work other instances announce ("deliveries"), from
+        """Call heard(topic) for the work other instances announce ("deliveries",
+        "groups": messages that may have filled a group), from
         a connection of its own (a pooler in transaction mode would drop LISTEN: the
         stages poll every second anyway)."""
         conn = await AsyncConnection.connect(self.dsn, autocommit=True)
