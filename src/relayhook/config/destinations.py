@@ -8,6 +8,7 @@ from typing import Any
 
 import apprise
 
+from relayhook.config.keys import CIRCUIT, DEST_APPRISE, DEST_WEBHOOK, RETRY
 from relayhook.config.quiet import read_quiet_name
 from relayhook.config.reader import Reader, check_keys, expect_map
 from relayhook.config.settings import (
@@ -29,20 +30,7 @@ from relayhook.route.templating import TemplateError, compile_template
 
 __all__ = ["read_destination", "read_retry"]
 
-_DEST_COMMON = {
-    "retry",
-    "timeout",
-    "concurrency",
-    "min_interval",
-    "quiet",
-    "circuit",
-    "fallback",
-}
-_CIRCUIT_KEYS = {"failures", "probe"}
-_DEST_KEYS_APPRISE = {"url", "format", "processes", *_DEST_COMMON}
-_DEST_KEYS_WEBHOOK = {"webhook", "method", "headers", "body", "sign", *_DEST_COMMON}
 _MAX_PROCESSES = 64
-_RETRY_KEYS = {"attempts", "first_delay", "max_delay"}
 
 
 def read_retry(
@@ -51,7 +39,7 @@ def read_retry(
     retry = expect_map(node, file, line, where, problems)
     if retry is None:
         return base
-    check_keys(retry, _RETRY_KEYS, where, problems)
+    check_keys(retry, RETRY.names, where, problems)
     r = Reader(retry, where, problems)
     policy = RetryPolicy(
         attempts=r.integer("attempts", base.attempts, minimum=1),
@@ -100,7 +88,7 @@ def _read_circuit(dest: YMap, where: str, problems: Problems) -> CircuitPolicy |
         node = expect_map(value, dest.file, dest.line_of("circuit"), label, problems)
         if node is None:
             return None
-        check_keys(node, _CIRCUIT_KEYS, label, problems)
+        check_keys(node, CIRCUIT.names, label, problems)
         r = Reader(node, label, problems)
         default = CircuitPolicy()
         policy = CircuitPolicy(
@@ -148,7 +136,7 @@ def read_destination(
         )
         return None
     if "webhook" in dest:
-        check_keys(dest, _DEST_KEYS_WEBHOOK, where, problems)
+        check_keys(dest, DEST_WEBHOOK.names, where, problems)
         url = r.string("webhook", required=True)
         if url is not None and not url.startswith(("http://", "https://")):
             r.fail("webhook", f"expected an http:// or https:// URL, got '{redact_url(url)}'")
@@ -163,6 +151,9 @@ def read_destination(
         headers: list[tuple[str, str]] = []
         if isinstance(headers_node, dict):
             headers = [(str(k), str(v)) for k, v in headers_node.items()]
+            for k, v in headers_node.items():
+                if not isinstance(v, str | int | float):  # a bool is an int too
+                    r.fail("headers", f"{k}: expected a string, got {kind_of(v)}")
         else:
             r.fail("headers", f"expected a mapping, got {kind_of(headers_node)}")
         body_src = r.string("body")
@@ -193,7 +184,7 @@ def read_destination(
             circuit=circuit,
             fallback=fallback,
         )
-    check_keys(dest, _DEST_KEYS_APPRISE, where, problems)
+    check_keys(dest, DEST_APPRISE.names, where, problems)
     url = r.string("url", required=True)
     fmt = r.choice("format", FORMATS)
     processes = r.integer("processes", 0, minimum=0, maximum=_MAX_PROCESSES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jinja2
 
+from relayhook.config.keys import GROUP, THROTTLE
 from relayhook.config.reader import Reader, check_keys, expect_map
 from relayhook.config.settings import GroupPolicy, ThrottlePolicy
 from relayhook.config.templates import (
@@ -19,15 +20,13 @@ from relayhook.route.templating import DIGEST_NAMES, compile_template, undeclare
 __all__ = ["DIGEST_KEYS", "read_digest", "read_group", "read_throttle"]
 
 DIGEST_KEYS = ("digest_title", "digest_body", "digest_template")
-_GROUP_KEYS = {"key", "wait", "interval", "max"}
-_THROTTLE_KEYS = {"key", "limit", "per"}
 
 
 def read_group(
     rnode: YMap, where: str, allowed: set[str], problems: Problems
 ) -> GroupPolicy | None:
     """The rule's group settings, or None when it has none (or they are wrong)."""
-    found = _section(rnode, "group", _GROUP_KEYS, where, problems)
+    found = _section(rnode, "group", GROUP.names, where, problems)
     if found is None:
         return None
     node, r = found
@@ -42,7 +41,7 @@ def read_throttle(
     rnode: YMap, where: str, allowed: set[str], problems: Problems
 ) -> ThrottlePolicy | None:
     """The rule's throttle, or None when it has none (or it is wrong)."""
-    found = _section(rnode, "throttle", _THROTTLE_KEYS, where, problems)
+    found = _section(rnode, "throttle", THROTTLE.names, where, problems)
     if found is None:
         return None
     node, r = found

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from relayhook.config.destinations import read_destination, read_retry
+from relayhook.config.keys import CONCURRENCY, TOP
 from relayhook.config.quiet import read_quiet_hours
 from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
 from relayhook.config.rules import load_rules
@@ -30,25 +31,6 @@ from relayhook.receive.auth import parse_networks
 
 __all__ = ["load_config", "parse_listen", "resolve_path"]
 
-_TOP_KEYS = {
-    "listen",
-    "database",
-    "rules",
-    "sources",
-    "destinations",
-    "retry",
-    "concurrency",
-    "admin_token",
-    "trusted_proxies",
-    "read_timeout",
-    "retention",
-    "shutdown_timeout",
-    "render_timeout",
-    "quiet_hours",
-    "orphan_after",
-    "lease",
-}
-_CONCURRENCY_KEYS = {"total", "per_destination"}
 _SERVER_URLS = ("postgresql://", "postgres://")  # a database that is a server, not a file
 _LEASE_MARGIN = 10.0  # seconds a lease outlasts two of the slowest sends
 
@@ -112,7 +94,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
     top = expect_map(raw, path, 1, "the config", problems)
     if top is None:
         raise ConfigError(problems)
-    check_keys(top, _TOP_KEYS, "the config", problems)
+    check_keys(top, TOP.names, "the config", problems)
     r = Reader(top, "config", problems)
     base_dir = os.path.dirname(path)
 
@@ -155,7 +137,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
             top["concurrency"], top.file, top.line_of("concurrency"), "concurrency", problems
         )
         if cnode is not None:
-            check_keys(cnode, _CONCURRENCY_KEYS, "concurrency", problems)
+            check_keys(cnode, CONCURRENCY.names, "concurrency", problems)
             cr = Reader(cnode, "concurrency", problems)
             concurrency = Concurrency(
                 total=cr.integer("total", concurrency.total, minimum=1),

@@ -7,6 +7,7 @@ import zoneinfo
 from collections.abc import Collection
 from typing import Any
 
+from relayhook.config.keys import CALENDAR, WINDOW
 from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
 from relayhook.config.settings import QuietHours, QuietWindow
 from relayhook.config.yamlnodes import Problems, YMap
@@ -15,8 +16,6 @@ from relayhook.route.quiet import WEEKDAYS, always_quiet
 
 __all__ = ["read_quiet_hours", "read_quiet_name"]
 
-_KEYS = {"timezone", "times"}
-_TIME_KEYS = {"days", "from", "to"}
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _DAY = 86400
 
@@ -42,7 +41,7 @@ def _calendar(name: str, node: Any, file: str, line: int, problems: Problems) ->
     cnode = expect_map(node, file, line, where, problems)
     if cnode is None:
         return None
-    check_keys(cnode, _KEYS, where, problems)
+    check_keys(cnode, CALENDAR.names, where, problems)
     r = Reader(cnode, where, problems)
     zone_name = r.string("timezone", required=True)
     zone = None
@@ -86,7 +85,7 @@ def _window(node: Any, file: str, line: int, where: str, problems: Problems) -> 
     wnode = expect_map(node, file, line, where, problems)
     if wnode is None:
         return None
-    check_keys(wnode, _TIME_KEYS, where, problems)
+    check_keys(wnode, WINDOW.names, where, problems)
     days = _days(wnode, where, problems)
     if ("from" in wnode) != ("to" in wnode):
         problems.add(

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from relayhook.config.grouping import read_digest, read_group, read_throttle
+from relayhook.config.keys import RULE, RULE_FILE
 from relayhook.config.quiet import read_quiet_name
 from relayhook.config.reader import check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FORMATS, SEVERITIES, Check, Destination, Rule, Source
@@ -31,26 +32,6 @@ from relayhook.route.templating import (
 
 __all__ = ["load_rules"]
 
-_FILE_KEYS = {"event", "source", "rules"}
-_RULE_KEYS = {
-    "name",
-    "when",
-    "for_each",
-    "to",
-    "title",
-    "body",
-    "body_template",
-    "format",
-    "stop",
-    "severity",
-    "group",
-    "throttle",
-    "digest_title",
-    "digest_body",
-    "digest_template",
-    "quiet",
-    "urgent",
-}
 _EVENT_PATTERN = re.compile(r"[A-Za-z0-9_.:/*?!\[\]-]+")
 
 
@@ -148,7 +129,7 @@ def _load_rule(
         problems.add(file, rnode.line, "rule has no name (every rule needs a unique name)")
         name = f"#{index + 1}"
     where = f"rule '{name}'"
-    check_keys(rnode, _RULE_KEYS, where, problems)
+    check_keys(rnode, RULE.names, where, problems)
     if name in seen:
         problems.add(
             file,
@@ -182,7 +163,7 @@ def _load_rule(
     to: list[str] = []
     if isinstance(to_node, str):
         to = [to_node]
-    elif isinstance(to_node, list) and all(isinstance(t, str) for t in to_node):
+    elif isinstance(to_node, list) and to_node and all(isinstance(t, str) for t in to_node):
         to = list(to_node)
     else:
         problems.add(
@@ -333,7 +314,7 @@ def load_rules(
         fnode = expect_map(doc, path, 1, "a rule file", problems)
         if fnode is None:
             continue
-        check_keys(fnode, _FILE_KEYS, "a rule file", problems)
+        check_keys(fnode, RULE_FILE.names, "a rule file", problems)
         event = fnode.get("event")
         if not isinstance(event, str):
             problems.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from relayhook.config.keys import HMAC, SOURCE
 from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FieldRef, Source
 from relayhook.config.yamlnodes import Problems, YMap
@@ -22,8 +23,6 @@ from relayhook.receive.auth import (
 )
 
 __all__ = ["read_source"]
-
-_SOURCE_KEYS = {"event_type", "event_key", "auth", "max_body", "max_depth", "allow_ips"}
 
 
 def _read_field_ref(
@@ -60,7 +59,7 @@ def _read_hmac(value: Any, amap: YMap, where: str, problems: Problems) -> Verifi
     if hnode is None:
         return None
     what = f"{where}: auth: hmac"
-    check_keys(hnode, {"secret", "header", "algorithm", "encoding", "prefix"}, what, problems)
+    check_keys(hnode, HMAC.names, what, problems)
     r = Reader(hnode, what, problems)
     if "secret" not in hnode:
         problems.add(hnode.file, hnode.line, f"{what}: missing 'secret'")
@@ -138,7 +137,7 @@ def read_source(name: str, node: Any, file: str, line: int, problems: Problems) 
     src = expect_map(node, file, line, where, problems)
     if src is None:
         return None
-    check_keys(src, _SOURCE_KEYS, where, problems)
+    check_keys(src, SOURCE.names, where, problems)
     auth, scheme = _read_auth(src, where, problems)
     event_type = (
         _read_field_ref(src["event_type"], src, "event_type", where, problems)

@@ -5,10 +5,23 @@ from __future__ import annotations
 import re
 import time
 
-__all__ = ["format_duration", "parse_duration", "parse_size", "since"]
+__all__ = [
+    "DURATION_PATTERN",
+    "SIZE_PATTERN",
+    "format_duration",
+    "parse_duration",
+    "parse_size",
+    "since",
+]
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+# What a duration or a size may look like as text; the JSON Schemas carry the same.
+_NUMBER = r"[0-9]+(\.[0-9]+)?"
+DURATION_PATTERN = rf"^\s*({_NUMBER}|({_NUMBER}\s*(ms|s|m|h|d|w)\s*)+)\s*$"
+SIZE_PATTERN = rf"^\s*{_NUMBER}\s*([Bb]|[KkMmGg][Ii]?[Bb])?\s*$"
+_DURATION_RE = re.compile(DURATION_PATTERN)
+_SIZE_TEXT_RE = re.compile(SIZE_PATTERN)
 _SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -30,20 +43,15 @@ def parse_duration(value: object) -> float:
         if value < 0:
             raise ValueError(f"a duration cannot be negative: {value!r}")
         return float(value)
-    text = str(value).strip().replace(" ", "")
+    text = str(value).strip()
     if not text:
         raise ValueError("expected a duration such as 5s or 10m, got an empty value")
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or pos == 0:
+    if not _DURATION_RE.fullmatch(text):
         raise ValueError(f"expected a duration such as 500ms, 5s, 10m, 1h or 1h30m, got {value!r}")
-    return total
+    parts = list(_DURATION_PART.finditer(text))
+    if not parts:
+        return float(text)
+    return sum(float(m.group(1)) * _DURATION_UNITS[m.group(2)] for m in parts)
 
 
 def parse_size(value: object) -> int:
@@ -55,7 +63,7 @@ def parse_size(value: object) -> int:
             raise ValueError(f"a size cannot be negative: {value!r}")
         return value
     m = _SIZE_RE.fullmatch(str(value).strip().lower())
-    if not m or m.group(2) not in _SIZE_UNITS:
+    if not m or m.group(2) not in _SIZE_UNITS or not _SIZE_TEXT_RE.fullmatch(str(value)):
         raise ValueError(f"expected a size such as 512KiB or 1MiB, got {value!r}")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
 
