@@ -348,3 +348,67 @@ def test_every_key_has_a_description() -> None:
 
     for name in SCHEMAS:
         assert walk(schema_of(name), name) == []
+
+
+def test_the_defaults_the_schemas_show_are_the_ones_in_force(tmp_path: Path) -> None:
+    from relayhook.config.units import parse_duration, parse_size
+
+    config = {
+        "rules": "rules",
+        "sources": {"plain": {"auth": "none"}, "signed": {"auth": {"hmac": {
+            "secret": "s", "header": "X-Sig"}}}},
+        "destinations": {
+            "chat": {"url": "json://127.0.0.1:9/chat", "circuit": {}},
+            "hook": {"webhook": "http://127.0.0.1:9/hook"},
+        },
+    }  # fmt: skip
+    rules = {"event": "*", "rules": [{"name": "r", "to": "chat", "body": "b", "group": {}}]}
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "rules" / "r.yaml").write_text(yaml.safe_dump(rules))
+    c = load_config(str(tmp_path / "config.yaml"), env={})
+    chat, hook, rule = c.destinations["chat"], c.destinations["hook"], c.rules[0]
+    in_force: dict[tuple[str, str], Any] = {
+        ("TOP", "listen"): f"{c.listen_host}:{c.listen_port}",
+        ("TOP", "database"): None,  # a path, resolved against the config's folder
+        ("TOP", "rules"): None,  # a folder that must exist
+        ("TOP", "read_timeout"): c.read_timeout,
+        ("TOP", "shutdown_timeout"): c.shutdown_timeout,
+        ("TOP", "render_timeout"): c.render_timeout,
+        ("TOP", "orphan_after"): c.orphan_after,
+        ("TOP", "lease"): c.lease,
+        ("RETRY", "attempts"): c.retry.attempts,
+        ("RETRY", "first_delay"): c.retry.first_delay,
+        ("RETRY", "max_delay"): c.retry.max_delay,
+        ("CONCURRENCY", "total"): c.concurrency.total,
+        ("CONCURRENCY", "per_destination"): c.concurrency.per_destination,
+        ("SOURCE", "event_type"): ".".join(c.sources["plain"].event_type.path),
+        ("SOURCE", "max_body"): c.sources["plain"].max_body,
+        ("SOURCE", "max_depth"): c.sources["plain"].max_depth,
+        ("HMAC", "algorithm"): getattr(c.sources["signed"].auth, "algorithm", None),
+        ("HMAC", "encoding"): getattr(c.sources["signed"].auth, "encoding", None),
+        ("HMAC", "prefix"): getattr(c.sources["signed"].auth, "prefix", None),
+        ("CIRCUIT", "failures"): chat.circuit.failures if chat.circuit else None,
+        ("CIRCUIT", "probe"): chat.circuit.probe if chat.circuit else None,
+        ("DEST_APPRISE", "processes"): getattr(chat, "processes", None),
+        ("DEST_APPRISE", "timeout"): chat.timeout,
+        ("DEST_WEBHOOK", "method"): getattr(hook, "method", None),
+        ("DEST_WEBHOOK", "timeout"): hook.timeout,
+        ("GROUP", "wait"): rule.group.wait if rule.group else None,
+        ("RULE", "stop"): rule.stop,
+        ("RULE", "severity"): rule.severity.render(),
+        ("RULE", "urgent"): rule.urgent,
+    }
+    shown = {
+        (name, k.name): k
+        for name, section in SECTIONS.items()
+        for k in section.keys
+        if k.default is not None
+    }
+    assert set(shown) == set(in_force)
+    for (name, key_name), key in shown.items():
+        if in_force[name, key_name] is None:
+            continue
+        parse = {keys.Duration: parse_duration, keys.Size: parse_size}.get(type(key.type))
+        default = parse(key.default) if parse else key.default
+        assert default == in_force[name, key_name], (name, key_name)
