@@ -62,9 +62,9 @@ def test_human_output_explains_misses() -> None:
         "test", str(SAMPLES / "customer.created.json"), "--config", "config.example.yaml", cwd=REPO
     )
     assert result.returncode == 0
-    assert "+ rule customer-created (rules/customer.created.yaml:4): matched" in result.stdout
+    assert "+ rule customer-created (rules/customer.created.yaml:5): matched" in result.stdout
     assert (
-        "- rule user-created (rules/user.created.yaml:4): no: event type 'customer.created'"
+        "- rule user-created (rules/user.created.yaml:5): no: event type 'customer.created'"
         " does not match 'user.created'"
     ) in result.stdout
     assert result.stdout.rstrip().endswith("1 of 7 rules matched; 1 message would be sent")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import FIXTURES, REPO, run_relayhook
-from relayhook.config import keys
+from relayhook.config import keys, keytypes
 from relayhook.config.load import load_config
 from relayhook.config.schema import SCHEMAS, schema_of
 from relayhook.errors import ConfigError
@@ -168,7 +168,7 @@ def with_value(section: str, key: str, value: Any) -> Doc:
 
 
 def test_every_section_of_the_catalogue_is_placed_here() -> None:
-    found = {n for n in keys.__all__ if isinstance(getattr(keys, n), keys.Section)}
+    found = {n for n in keys.__all__ if isinstance(getattr(keys, n), keytypes.Section)}
     assert found == set(PLACES)
 
 
@@ -409,6 +409,6 @@ def test_the_defaults_the_schemas_show_are_the_ones_in_force(tmp_path: Path) -> 
     for (name, key_name), key in shown.items():
         if in_force[name, key_name] is None:
             continue
-        parse = {keys.Duration: parse_duration, keys.Size: parse_size}.get(type(key.type))
+        parse = {keytypes.Duration: parse_duration, keytypes.Size: parse_size}.get(type(key.type))
         default = parse(key.default) if parse else key.default
         assert default == in_force[name, key_name], (name, key_name)

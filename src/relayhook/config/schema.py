@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from relayhook.config.keys import RULE_FILE, TOP, Section
+from relayhook.config.keys import RULE_FILE, TOP
+from relayhook.config.keytypes import Section
 
 __all__ = ["SCHEMAS", "schema_of", "schema_text"]
 
