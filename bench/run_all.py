@@ -18,6 +18,7 @@ SUITE = [
     ["groups.py", "--seconds", "8", "--rounds", "3"],
     ["ui.py", "--seconds", "8", "--rounds", "3"],
     ["postgres.py", "--seconds", "8", "--rounds", "3"],
+    ["stored.py"],
 ]
 
 

@@ -42,9 +42,11 @@ from relayhook.store.base import (
     Digest,
     DueGroup,
     EventFilter,
+    Made,
     PruneResult,
     Store,
     StoreBusy,
+    StoredEvent,
 )
 from relayhook.store.open import open_store
 from relayhook.store.postgres.store import PostgresStore
@@ -2294,6 +2296,109 @@ def test_waiting_groups_and_send_now(store: Store) -> None:
         assert not await store.send_group_now(db, T0 + 9)  # sent already
         assert not await store.send_group_now(db + 1000, T0 + 9)
         assert [w["key"] for w in await store.waiting_groups()] == ["web"]
+
+    run(go())
+
+
+# -- stored events and what was made of them (relayhook test --stored) --------------------
+
+
+def test_events_since_pages_by_id_whole_with_key_and_state(store: Store) -> None:
+    async def go() -> None:
+        ids = []
+        for i in range(8):
+            event_id, _ = await store.add_event(
+                new_event(f"k{i}", at=T0 + i, body={"n": i}, headers={"x-n": str(i)})
+            )
+            ids.append(event_id)
+        assert await store.save_routings(
+            [Routing(ids[3], (message(),)), Routing(ids[4], ())], T0 + 20
+        ) == [True, True]
+
+        async def pages(since: float, batch: int) -> list[list[StoredEvent]]:
+            return [page async for page in store.events_since(since, batch)]
+
+        found = await pages(T0 + 2, 2)
+        assert [[s.event.id for s in page] for page in found] == [
+            ids[2:4], ids[4:6], ids[6:8],
+        ]  # fmt: skip
+        third = found[0][0]
+        assert third == StoredEvent(
+            Event(ids[2], "shop", "order.paid", T0 + 2, {"x-n": "2"}, {"n": 2}), "k2", "received"
+        )
+        assert [s.state for page in found for s in page] == [
+            "received", "routed", "unrouted", "received", "received", "received",
+        ]  # fmt: skip
+        # A last page that is not full ends it; so does an empty read after a full one.
+        assert [len(page) for page in await pages(T0 + 1, 3)] == [3, 3, 1]
+        assert [len(page) for page in await pages(T0, 4)] == [4, 4]
+        assert await pages(T0 + 8, 10) == []
+        # Ids above the first one received since then are taken by time, not by id.
+        late, _ = await store.add_event(new_event("late", at=T0 - 100))
+        assert [s.event.id for page in await pages(T0 + 6, 10) for s in page] == ids[6:8]
+        assert late not in [s.event.id for page in await pages(T0, 100) for s in page]
+
+    run(go())
+
+
+def test_events_by_id_leaves_unknown_ids_out(store: Store) -> None:
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a", at=T0))
+        b, _ = await store.add_event(new_event("b", at=T0 + 1, event_type="order.refunded"))
+        found = await store.events_by_id([b, b + 1000, a])
+        assert [(s.event.id, s.event.event_type, s.key, s.state) for s in found] == [
+            (a, "order.paid", "a", "received"),
+            (b, "order.refunded", "b", "received"),
+        ]
+        assert found[0].event.body == {"key": "a"}
+        assert await store.events_by_id([b + 1000]) == []
+
+    run(go())
+
+
+def test_made_for_counts_messages_routing_made_not_digests_replays_or_fallbacks(
+    store: Store,
+) -> None:
+    async def go() -> None:
+        silence = await store.add_silence([Matcher("rule", "=", "r2")], T0, T0 + 99, "", "", T0)
+        e1, (ok, other, _, _, _) = await routed(
+            store,
+            "e1",
+            [
+                message("slack", item_index=0),
+                message("slack", item_index=1),
+                message("mail", error="template: no such field"),
+                message("slack", rule="r2", silence_id=silence),
+                grouped("db"),
+            ],
+        )
+        e2, _ = await routed(store, "e2", [grouped("db")], at=T0 + 1)
+        e3, (alone,) = await routed(store, "e3", [grouped("web")], at=T0 + 2)
+        e4, _ = await routed(store, "e4", [], at=T0 + 3)
+        for group in await store.due_groups(ANY_TIME, 10):
+            digest = Digest("2 × r1", "-", "markdown") if group.count > 1 else None
+            await store.close_group(group, digest, T0 + 100)
+        # Made by a person or by a dead delivery, not by routing: left out.
+        await store.record_attempts([attempt(ok, 1, DELIVERED, T0 + 5, outcome="delivered")])
+        assert len(await store.replay([ok], T0 + 6)) == 1
+        fb = Fallback("mail", "t", "b", "text")
+        await store.record_attempts([replace(attempt(other, 1, DEAD, T0 + 7), fallback=fb)])
+        # The 7 messages, a digest, a replay and a fallback.
+        assert len(await store.list_deliveries(limit=100)) == 10
+
+        made = await store.made_for([e1, e2, e3, e4, e4 + 1000])
+        assert sorted((m.event_id, m.rule, m.destination, m.state, m.count) for m in made) == sorted([
+            (e1, "r1", "slack", "delivered", 1),
+            (e1, "r1", "slack", "dead", 1),
+            (e1, "r1", "mail", "failed", 1),
+            (e1, "r2", "slack", "silenced", 1),
+            (e1, "r1", "slack", "grouped", 1),
+            (e2, "r1", "slack", "grouped", 1),
+            (e3, "r1", "slack", "pending", 1),  # a group of one goes as its message
+        ])  # fmt: skip
+        assert await store.made_for([e3]) == [Made(e3, "r1", "slack", "pending", 1)]
+        assert alone in [d["id"] for d in await store.list_deliveries(state="pending")]
+        assert await store.made_for([]) == []
 
     run(go())
 

@@ -1,4 +1,5 @@
-"""`relayhook test`: which rules an event matches and what they would send."""
+"""`relayhook test`: which rules an event matches and what they would send; with
+`--stored`, the rules on disk against stored events (cli/stored.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import click
 
 from relayhook.cli.base import cli, config_option, fail, indent, load, with_log
+from relayhook.cli.stored import DEFAULT_SINCE, test_stored
 from relayhook.config.settings import Config
 from relayhook.errors import EventError
 from relayhook.model import Event
@@ -37,7 +39,7 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @cli.command("test")
-@click.argument("event_file", type=click.File("rb"), metavar="EVENT.json")
+@click.argument("event_file", type=click.File("rb"), metavar="[EVENT.json]", required=False)
 @click.option(
     "--source",
     "source_name",
@@ -51,19 +53,47 @@ def _parse_headers(values: tuple[str, ...]) -> dict[str, str]:
     metavar="'NAME: VALUE'",
     help="A request header, for sources that read the type or key from one. Repeatable.",
 )
+@click.option(
+    "--stored",
+    is_flag=True,
+    help="Instead of EVENT.json: run the rules on disk against events in the delivery log,"
+    " beside what the rules in force made of them.",
+)
+@click.option(
+    "--since",
+    metavar="DURATION",
+    help=f"With --stored: events received this recently (default {DEFAULT_SINCE}).",
+)
+@click.option(
+    "--event",
+    "event_ids",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="With --stored: this stored event, by id. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @config_option
 def test_command(
     event_file: Any,
     source_name: str | None,
     header_values: tuple[str, ...],
+    stored: bool,
+    since: str | None,
+    event_ids: tuple[int, ...],
     as_json: bool,
     config_path: str,
 ) -> None:
     """Dry run: which rules EVENT.json matches and what they would send ('-' reads stdin).
 
-    Sends nothing and writes nothing.
+    With --stored instead: per rule, what the rules on disk (edited, not yet reloaded)
+    would make of stored events beside what the log holds, and which events changed.
+    Sends nothing and writes nothing. Exit 1 when a rule fails to render.
     """
+    _check_usage(event_file, stored, since, event_ids, source_name, header_values)
+    if stored:
+        test_stored(config_path, since, event_ids, as_json)
+        return
     headers = _parse_headers(header_values)
     config = load(config_path)
     if source_name is None:
@@ -103,6 +133,28 @@ def test_command(
         click.echo(redact(_as_text(event, outcomes, noise)))
     if any(o.error for o in outcomes):
         sys.exit(1)
+
+
+def _check_usage(
+    event_file: Any,
+    stored: bool,
+    since: str | None,
+    event_ids: tuple[int, ...],
+    source_name: str | None,
+    header_values: tuple[str, ...],
+) -> None:
+    if stored and event_file is not None:
+        raise click.UsageError("give EVENT.json or --stored, not both")
+    if not stored and event_file is None:
+        raise click.UsageError(
+            "give EVENT.json ('-' reads stdin), or --stored for the events in the delivery log"
+        )
+    if not stored and (since is not None or event_ids):
+        raise click.UsageError("--since and --event go with --stored")
+    if since is not None and event_ids:
+        raise click.UsageError("give --since or --event, not both")
+    if stored and (source_name is not None or header_values):
+        raise click.UsageError("--source and --header go with EVENT.json, not --stored")
 
 
 @dataclass(frozen=True, slots=True)

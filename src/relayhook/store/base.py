@@ -6,7 +6,7 @@ SQLite (store.sqlite) implements it; another backend must pass the same contract
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,11 +19,13 @@ __all__ = [
     "Digest",
     "DueGroup",
     "EventFilter",
+    "Made",
     "PruneResult",
     "QueueStats",
     "Store",
     "StoreBusy",
     "StoreError",
+    "StoredEvent",
 ]
 
 
@@ -92,6 +94,28 @@ class Digest:
     body: str
     format: str
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event read back whole, with its dedupe key and how far it got (received:
+    waiting to be routed; routed; unrouted: no rule made anything of it)."""
+
+    event: Event
+    key: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """How many messages of one rule to one destination the log holds for one event, in
+    one state: the messages routing made, not digests, replays or fallbacks."""
+
+    event_id: int
+    rule: str
+    destination: str
+    state: str
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +287,18 @@ class Store(Protocol):
 
     async def get_event(self, event_id: int) -> dict[str, Any] | None:
         """An event with its body, headers and a summary of each of its deliveries."""
+
+    def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
+        """Every event received at or after since, whole, in pages of up to batch by id
+        (a long scan never holds them all, nor a write lock)."""
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        """These events, whole, by id; an unknown id is left out."""
+
+    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
+        """What routing made of these events: per event, rule, destination and state, the
+        messages it stored (a message folded into a digest counts, in its own state; the
+        digest, a replay and a fallback do not)."""
 
     async def list_deliveries(
         self,

@@ -1,5 +1,6 @@
 """Stored rows into the records and views the stages read, the same for every backend:
-the SQL differs between SQLite and PostgreSQL, what a row means does not."""
+the SQL differs between SQLite and PostgreSQL, what a row means does not (the few reads
+whose SQL is the same in both, but for placeholders, are here too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
     "HELD_REASONS",
+    "MADE_SQL",
+    "STORED_EVENT_SQL",
     "dump_matchers",
     "facts_of",
     "group_view",
@@ -27,6 +30,24 @@ __all__ = [
 Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
 HELD_REASONS = ("throttle", "quiet")  # groups named apart from the rule's keys ("throttle:K")
 _decode = msgspec.json.Decoder().decode
+
+# Both backends' reads of stored events and of what routing made of them ({where},
+# {events}: fixed SQL with bound parameters, in each backend's placeholder style).
+STORED_EVENT_SQL = (
+    "SELECT id, source, event_key, event_type, received_at, headers, body, state FROM events"
+    " WHERE {where}"
+)
+# What routing stored, per event, rule, destination and state. Left out: replays and
+# fallbacks (a person or a dead delivery made them), and digests: a group's digest is a
+# delivery of its own, with no group_id, named by groups.digest_id (a group of one sent
+# as itself names its member, which keeps its group_id, so it counts).
+MADE_SQL = (
+    "SELECT event_id, rule, destination, state, COUNT(*) AS n FROM deliveries"
+    " WHERE event_id {events} AND replay_of IS NULL AND fallback_of IS NULL"
+    " AND (group_id IS NOT NULL"
+    " OR id NOT IN (SELECT digest_id FROM groups WHERE digest_id IS NOT NULL))"
+    " GROUP BY event_id, rule, destination, state"
+)
 
 
 def shown_key(key: str, reason: str) -> str:

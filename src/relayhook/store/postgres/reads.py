@@ -8,14 +8,18 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from relayhook.store.base import DeliveryFilter, EventFilter, QueueStats
-from relayhook.store.rows import group_view
+from relayhook.store.base import DeliveryFilter, EventFilter, Made, QueueStats, StoredEvent
+from relayhook.store.rows import MADE_SQL, STORED_EVENT_SQL, group_view, stored_event
 
 __all__ = [
+    "events_by_id",
+    "events_page",
+    "first_event_since",
     "get_delivery",
     "get_event",
     "list_deliveries",
     "list_events",
+    "made_for",
     "matching_deliveries",
     "page_deliveries",
     "page_events",
@@ -206,3 +210,33 @@ async def queue_stats(conn: Conn, now: float) -> QueueStats:
     )
     age = (now - row["oldest"]) if row["oldest"] is not None else 0.0
     return QueueStats(depth, age, int(row["awaiting"]), int(row["groups"]))
+
+
+async def first_event_since(conn: Conn, since: float) -> int | None:
+    """The lowest id of the events received at or after since."""
+    (row,) = await _all(
+        conn, "SELECT MIN(id) AS first FROM events WHERE received_at >= %s", [since]
+    )
+    return None if row["first"] is None else int(row["first"])
+
+
+def _stored(rows: list[dict[str, Any]]) -> list[StoredEvent]:
+    return [StoredEvent(stored_event(row), row["event_key"], row["state"]) for row in rows]
+
+
+async def events_page(conn: Conn, since: float, after: int, limit: int) -> list[StoredEvent]:
+    """Up to limit events received at or after since with ids above after, by id."""
+    sql = STORED_EVENT_SQL.format(where="id > %s AND received_at >= %s") + " ORDER BY id LIMIT %s"
+    return _stored(await _all(conn, sql, [after, since, limit]))
+
+
+async def events_by_id(conn: Conn, ids: list[int]) -> list[StoredEvent]:
+    sql = STORED_EVENT_SQL.format(where="id = ANY(%s)") + " ORDER BY id"
+    return _stored(await _all(conn, sql, [ids]))
+
+
+async def made_for(conn: Conn, event_ids: list[int]) -> list[Made]:
+    rows = await _all(conn, MADE_SQL.format(events="= ANY(%s)"), [event_ids])
+    return [
+        Made(int(r["event_id"]), r["rule"], r["destination"], r["state"], int(r["n"])) for r in rows
+    ]

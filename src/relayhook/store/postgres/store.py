@@ -26,8 +26,10 @@ from relayhook.store.base import (
     Digest,
     DueGroup,
     EventFilter,
+    Made,
     PruneResult,
     QueueStats,
+    StoredEvent,
     StoreError,
 )
 from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
@@ -309,6 +311,27 @@ class PostgresStore:
 
     async def get_event(self, event_id: int) -> dict[str, Any] | None:
         return await self._read(partial(reads.get_event, event_id=event_id))
+
+    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
+        after = await self._read(partial(reads.first_event_since, since=since))
+        if after is None:
+            return
+        after -= 1
+        while True:
+            page = await self._read(
+                partial(reads.events_page, since=since, after=after, limit=batch)
+            )
+            if page:
+                yield page
+            if len(page) < batch:
+                return
+            after = page[-1].event.id
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        return await self._read(partial(reads.events_by_id, ids=sorted(set(ids))))
+
+    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
+        return await self._read(partial(reads.made_for, event_ids=list(event_ids)))
 
     async def list_deliveries(
         self, *, state: str | None = None, rule: str | None = None,

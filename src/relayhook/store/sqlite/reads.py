@@ -7,14 +7,18 @@ import json
 import sqlite3
 from typing import Any
 
-from relayhook.store.base import DeliveryFilter, EventFilter, QueueStats
-from relayhook.store.rows import group_view
+from relayhook.store.base import DeliveryFilter, EventFilter, Made, QueueStats, StoredEvent
+from relayhook.store.rows import MADE_SQL, STORED_EVENT_SQL, group_view, stored_event
 
 __all__ = [
+    "events_by_id",
+    "events_page",
+    "first_event_since",
     "get_delivery",
     "get_event",
     "list_deliveries",
     "list_events",
+    "made_for",
     "matching_deliveries",
     "page_deliveries",
     "page_events",
@@ -232,3 +236,37 @@ def page_events(
     where = " WHERE " + " AND ".join(terms) if terms else ""
     sql = _EVENTS_SQL + where + " ORDER BY e.id DESC LIMIT ?"
     return [dict(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def first_event_since(conn: sqlite3.Connection, since: float) -> int | None:
+    """The lowest id of the events received at or after since (off the received_at
+    index, so a scan of the last hour does not walk years of older rows)."""
+    row = conn.execute("SELECT MIN(id) FROM events WHERE received_at >= ?", (since,)).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def events_page(
+    conn: sqlite3.Connection, since: float, after: int, limit: int
+) -> list[StoredEvent]:
+    """Up to limit events received at or after since with ids above after, by id."""
+    rows = conn.execute(
+        STORED_EVENT_SQL.format(where="id > ? AND received_at >= ?") + " ORDER BY id LIMIT ?",
+        (after, since, limit),
+    )
+    return [StoredEvent(stored_event(row), row["event_key"], row["state"]) for row in rows]
+
+
+def events_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[StoredEvent]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        STORED_EVENT_SQL.format(where=f"id IN ({marks})") + " ORDER BY id", ids
+    ).fetchall()
+    return [StoredEvent(stored_event(row), row["event_key"], row["state"]) for row in rows]
+
+
+def made_for(conn: sqlite3.Connection, event_ids: list[int]) -> list[Made]:
+    if not event_ids:
+        return []
+    marks = ",".join("?" * len(event_ids))
+    rows = conn.execute(MADE_SQL.format(events=f"IN ({marks})"), event_ids)
+    return [Made(*row) for row in rows]

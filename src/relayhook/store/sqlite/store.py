@@ -22,8 +22,10 @@ from relayhook.store.base import (
     Digest,
     DueGroup,
     EventFilter,
+    Made,
     PruneResult,
     QueueStats,
+    StoredEvent,
 )
 from relayhook.store.sqlite import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
@@ -222,6 +224,35 @@ class SqliteStore:
 
     async def get_event(self, event_id: int) -> dict[str, Any] | None:
         return await self._writer.run(partial(reads.get_event, event_id=event_id))
+
+    # A scan of many pages reads outside the writer's transactions (each statement a
+    # snapshot of its own), so a running daemon's commits never wait for it.
+
+    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
+        first = await self._writer.run(
+            partial(reads.first_event_since, since=since), transaction=False
+        )
+        if first is None:
+            return
+        after = first - 1
+        while True:
+            page = await self._writer.run(
+                partial(reads.events_page, since=since, after=after, limit=batch),
+                transaction=False,
+            )
+            if page:
+                yield page
+            if len(page) < batch:
+                return
+            after = page[-1].event.id
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        chosen = sorted(set(ids))
+        return await self._writer.run(partial(reads.events_by_id, ids=chosen), transaction=False)
+
+    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
+        chosen = list(event_ids)
+        return await self._writer.run(partial(reads.made_for, event_ids=chosen), transaction=False)
 
     async def list_deliveries(
         self,
