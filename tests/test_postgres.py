@@ -147,7 +147,14 @@ def test_a_group_waiting_on_a_killed_instance_goes_once_from_another(
         config = pg_config(tmp_path, sink, db, {"echo.yaml": rules})
         with running(config) as a, running(config):
             post_all([a], [(0, event(n)) for n in range(5)])
-            wait_for(lambda: count(db, "SELECT COUNT(*) FROM groups") == 1, 10, "the group")
+            # All five waiting in the one group (an event a killed instance had not routed
+            # yet would be adopted seconds later: another test's case).
+            wait_for(
+                lambda: count(db, "SELECT COUNT(*) FROM deliveries WHERE state = 'grouped'") == 5,
+                10,
+                "the group of five",
+            )
+            assert count(db, "SELECT COUNT(*) FROM groups") == 1
             a.kill()
             wait_for(lambda: len(sink.at("/hook")) >= 1, 15, "the digest")
             with running(config):  # a third comes and goes: still one digest
