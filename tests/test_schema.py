@@ -412,3 +412,12 @@ def test_the_defaults_the_schemas_show_are_the_ones_in_force(tmp_path: Path) -> 
         parse = {keytypes.Duration: parse_duration, keytypes.Size: parse_size}.get(type(key.type))
         default = parse(key.default) if parse else key.default
         assert default == in_force[name, key_name], (name, key_name)
+
+
+def test_the_auth_schemes_are_the_ones_sources_know() -> None:
+    from relayhook.receive.auth import AUTH_SCHEMES
+
+    (schemes,) = [k.type for k in keys.SOURCE.keys if k.name == "auth"]
+    assert isinstance(schemes, keytypes.Either)
+    (section,) = [o for o in schemes.options if isinstance(o, keytypes.Section)]
+    assert section.names == set(AUTH_SCHEMES)

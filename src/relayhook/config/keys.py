@@ -21,6 +21,7 @@ from relayhook.config.keytypes import (
     anycase,
     one_or_list,
 )
+from relayhook.config.settings import FORMATS, SEVERITIES
 
 __all__ = [
     "CALENDAR",
@@ -44,8 +45,6 @@ __all__ = [
 
 _TEXT = Text(numbers=True)
 _NAME = Text()  # read as a string only
-_FORMATS = ("text", "markdown", "html")
-_SEVERITIES = ("info", "success", "warning", "failure")
 _METHODS = ("post", "put", "patch")
 _CLOCK = r"^\s*[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?\s*$"
 _DAY = "(" + "|".join(anycase(d) for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")) + ")"
@@ -137,7 +136,7 @@ DEST_APPRISE = Section(
     "A destination apprise sends to (Slack, email, ...).",
     (
         Key("url", _TEXT, "The apprise URL, such as slack://... or mailtos://...", required=True),
-        Key("format", Words(_FORMATS), "The body format apprise is told (the rule's by default)."),
+        Key("format", Words(FORMATS), "The body format apprise is told (the rule's by default)."),
         Key("processes", Whole(minimum=0, maximum=64), "apprise worker processes; 0: threads.", 0),
         *_DEST_COMMON,
     ),
@@ -236,11 +235,17 @@ RULE = Section(
         Key("title", _TEMPLATE, "Jinja template of the title."),
         Key("body", _TEMPLATE, "Jinja template of the body (or body_template)."),
         Key("body_template", _TEXT, "A file under rules/templates/ holding the body."),
-        Key("format", Words(_FORMATS), "The body's format (from body_template's name if absent)."),
+        Key("format", Words(FORMATS), "The body's format (from body_template's name if absent)."),
         Key("stop", Flag(), "Later rules do not see an event this rule matched.", False),
         Key(
             "severity",
-            Text(pattern=r"^\s*(" + "|".join(_SEVERITIES) + r")\s*$|\{[{%]"),
+            # The words for completion; spaced words and templates are taken too.
+            Either(
+                (
+                    Words(SEVERITIES),
+                    Text(pattern=r"^\s*(" + "|".join(SEVERITIES) + r")\s*$|\{[{%]"),
+                )
+            ),
             "info, success, warning or failure, or a template giving one.",
             "info",
         ),
