@@ -223,6 +223,16 @@ def test_a_wrong_value_for_any_key_fails_both(tmp_path: Path, section: str, key:
     assert key in said or "must be a mapping" in said or "a rule" in said, said
 
 
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [(name, k.name) for name, section in SECTIONS.items() for k in section.keys],
+)
+def test_an_empty_value_for_any_key_is_judged_alike(tmp_path: Path, section: str, key: str) -> None:
+    # `key:` with nothing after it: some keys read it as left out, others refuse it.
+    checked, valid, said = judge(tmp_path, *with_value(section, key, None))
+    assert valid == checked, f"{section}.{key}: check {checked}, schema {valid}: {said}"
+
+
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_an_unknown_key_in_any_section_fails_both(tmp_path: Path, section: str) -> None:
     checked, valid, said = judge(tmp_path, *with_value(section, "colour", "blue"))
@@ -336,7 +346,8 @@ def test_every_key_has_a_description() -> None:
     def walk(node: Any, path: str) -> list[str]:
         missing = []
         if isinstance(node, dict):
-            for name, sub in node.get("properties", {}).items():
+            keyed = node.get("additionalProperties") is False  # a section of keys
+            for name, sub in node.get("properties", {}).items() if keyed else ():
                 if "description" not in sub:
                     missing.append(f"{path}.{name}")
             for key, sub in node.items():

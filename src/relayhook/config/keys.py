@@ -80,9 +80,15 @@ HMAC = Section(
     (
         Key("secret", _SECRETS, "The shared secret (a list during a rotation).", required=True),
         Key("header", _TEXT, "The header carrying the signature.", required=True),
-        Key("algorithm", Words(("sha1", "sha256", "sha512")), "The hash.", "sha256"),
-        Key("encoding", Words(("hex", "base64")), "How the signature is written.", "hex"),
-        Key("prefix", _TEXT, "Text before the signature, such as sha256=.", ""),
+        Key("algorithm", Words(("sha1", "sha256", "sha512")), "The hash.", "sha256", nullable=True),
+        Key(
+            "encoding",
+            Words(("hex", "base64")),
+            "How the signature is written.",
+            "hex",
+            nullable=True,
+        ),
+        Key("prefix", _TEXT, "Text before the signature, such as sha256=.", "", nullable=True),
     ),
 )
 _SCHEMES = Section(
@@ -124,19 +130,26 @@ _DEST_COMMON = (
     Key("timeout", Duration(), "How long one send may take.", "10s"),
     Key("concurrency", Whole(minimum=1), "Sends at once to it (concurrency.per_destination)."),
     Key("min_interval", Duration(), "The least time between two sends (pacing)."),
-    Key("quiet", _TEXT, "A quiet_hours calendar: messages wait while it is quiet."),
+    Key("quiet", _TEXT, "A quiet_hours calendar: messages wait while it is quiet.", nullable=True),
     Key(
         "circuit",
         Either((Words((False, "off")), CIRCUIT)),
         "The circuit breaker: off, or its settings (on by default).",
     ),
-    Key("fallback", _TEXT, "A destination that gets a delivery this one gave up on."),
+    Key(
+        "fallback", _TEXT, "A destination that gets a delivery this one gave up on.", nullable=True
+    ),
 )
 DEST_APPRISE = Section(
     "A destination apprise sends to (Slack, email, ...).",
     (
         Key("url", _TEXT, "The apprise URL, such as slack://... or mailtos://...", required=True),
-        Key("format", Words(FORMATS), "The body format apprise is told (the rule's by default)."),
+        Key(
+            "format",
+            Words(FORMATS),
+            "The body format apprise is told (the rule's by default).",
+            nullable=True,
+        ),
         Key("processes", Whole(minimum=0, maximum=64), "apprise worker processes; 0: threads.", 0),
         *_DEST_COMMON,
     ),
@@ -150,10 +163,21 @@ DEST_WEBHOOK = Section(
             Text(numbers=True, pattern="^(" + "|".join(map(anycase, _METHODS)) + ")$"),
             "The HTTP method.",
             "POST",
+            nullable=True,
         ),
         Key("headers", MapOf(Either((_TEXT, Flag()))), "Headers to send."),
-        Key("body", _TEXT, "A Jinja template of the body (the message as JSON by default)."),
-        Key("sign", _TEXT, "A whsec_ secret: sign each send the Standard Webhooks way."),
+        Key(
+            "body",
+            _TEXT,
+            "A Jinja template of the body (the message as JSON by default).",
+            nullable=True,
+        ),
+        Key(
+            "sign",
+            _TEXT,
+            "A whsec_ secret: sign each send the Standard Webhooks way.",
+            nullable=True,
+        ),
         *_DEST_COMMON,
     ),
 )
@@ -181,19 +205,25 @@ CALENDAR = Section(
 TOP = Section(
     "The relayhook config file.",
     (
-        Key("listen", _TEXT, "host:port the daemon listens on.", "127.0.0.1:8787"),
+        Key("listen", _TEXT, "host:port the daemon listens on.", "127.0.0.1:8787", nullable=True),
         Key(
             "database",
             _TEXT,
             "A SQLite file, or a postgresql:// URL for several instances.",
             "/var/lib/relayhook/relayhook.db",
+            nullable=True,
         ),
         Key("rules", _TEXT, "The folder of rule files.", "/etc/relayhook/rules"),
         Key("sources", MapOf(SOURCE), "Who sends webhooks, by name.", required=True),
         Key("destinations", MapOf(DESTINATION), "Where messages go, by name.", required=True),
         Key("retry", RETRY, "Retries of every destination unless it says otherwise."),
         Key("concurrency", CONCURRENCY, "Sends at once."),
-        Key("admin_token", _TEXT, "Bearer token of /api/ and the pages (16+ characters)."),
+        Key(
+            "admin_token",
+            _TEXT,
+            "Bearer token of /api/ and the pages (16+ characters).",
+            nullable=True,
+        ),
         Key("trusted_proxies", one_or_list(_TEXT), "Proxies whose X-Forwarded-For is believed."),
         Key("read_timeout", Duration(), "How long a request body may take to arrive.", "10s"),
         Key("retention", Duration(), "Finished events older than this are pruned; off if absent."),
@@ -210,7 +240,7 @@ TOP = Section(
 GROUP = Section(
     "Fold messages with the same key into one digest.",
     (
-        Key("key", _TEXT, "A template: messages with the same key share a group."),
+        Key("key", _TEXT, "A template: messages with the same key share a group.", nullable=True),
         Key("wait", Duration(), "How long a group collects before it goes.", "30s"),
         Key("interval", Duration(), "The least time between two digests of one key."),
         Key("max", Whole(minimum=1), "A group this full goes at once."),
@@ -219,23 +249,44 @@ GROUP = Section(
 THROTTLE = Section(
     "Send at most `limit` messages per key in `per`; fold the rest into a digest.",
     (
-        Key("key", _TEXT, "A template: messages with the same key share a limit."),
+        Key("key", _TEXT, "A template: messages with the same key share a limit.", nullable=True),
         Key("limit", Whole(minimum=1), "Messages sent per window.", required=True),
         Key("per", Duration(), "The window.", required=True),
     ),
 )
 _TEMPLATE = Text()
+# Exactly one of body and body_template (an empty body_template reads as left out).
+_TEMPLATE_GIVEN = {
+    "required": ["body_template"],
+    "properties": {"body_template": {"not": {"type": "null"}}},
+}
+_ONE_BODY = {
+    "anyOf": [{"required": ["body"]}, _TEMPLATE_GIVEN],
+    "not": {**_TEMPLATE_GIVEN, "required": ["body", "body_template"]},
+}
 RULE = Section(
     "A rule: when it matches, one message to each destination in `to`.",
     (
         Key("name", Text(pattern=r"\S"), "A name unique over every rule file.", required=True),
-        Key("when", one_or_list(Text(pattern=r"\S")), "Jinja expressions that must all be true."),
+        Key(
+            "when",
+            one_or_list(Text(pattern=r"\S")),
+            "Jinja expressions that must all be true.",
+            nullable=True,
+        ),
         Key("for_each", Text(pattern=r"\S"), "An expression giving a list: one message per item."),
         Key("to", one_or_list(_NAME, min_items=1), "Destination names.", required=True),
         Key("title", _TEMPLATE, "Jinja template of the title."),
         Key("body", _TEMPLATE, "Jinja template of the body (or body_template)."),
-        Key("body_template", _TEXT, "A file under rules/templates/ holding the body."),
-        Key("format", Words(FORMATS), "The body's format (from body_template's name if absent)."),
+        Key(
+            "body_template", _TEXT, "A file under rules/templates/ holding the body.", nullable=True
+        ),
+        Key(
+            "format",
+            Words(FORMATS),
+            "The body's format (from body_template's name if absent).",
+            nullable=True,
+        ),
         Key("stop", Flag(), "Later rules do not see an event this rule matched.", False),
         Key(
             "severity",
@@ -254,10 +305,15 @@ RULE = Section(
         Key("digest_title", _TEMPLATE, "Jinja template of a digest's title."),
         Key("digest_body", _TEMPLATE, "Jinja template of a digest's body."),
         Key("digest_template", _TEXT, "A file under rules/templates/ holding the digest body."),
-        Key("quiet", _TEXT, "A quiet_hours calendar: messages wait while it is quiet."),
+        Key(
+            "quiet",
+            _TEXT,
+            "A quiet_hours calendar: messages wait while it is quiet.",
+            nullable=True,
+        ),
         Key("urgent", Flag(), "Pass quiet hours.", False),
     ),
-    {"oneOf": [{"required": ["body"]}, {"required": ["body_template"]}]},
+    _ONE_BODY,
 )
 RULE_FILE = Section(
     "A relayhook rule file: rules for one event type (or glob).",
@@ -268,7 +324,7 @@ RULE_FILE = Section(
             "The event type or a glob, such as meter_data.*",
             required=True,
         ),
-        Key("source", _NAME, "Only events from this source."),
+        Key("source", _NAME, "Only events from this source.", nullable=True),
         Key("rules", ListOf(RULE), "The rules, tried in order.", required=True),
     ),
 )

@@ -178,6 +178,8 @@ class Key:
     doc: str
     default: Any = None  # as a user would write it; None: no default
     required: bool = False
+    # An empty value (`key:`, YAML's null) reads as the key left out.
+    nullable: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,8 @@ class Section(Type):
         properties: Schema = {}
         for key in self.keys:
             s = dict(key.type.schema(env))
+            if key.nullable:
+                s = {"anyOf": [s, {"type": "null"}]}
             s["description"] = key.doc
             if key.default is not None:
                 s["default"] = key.default
