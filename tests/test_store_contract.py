@@ -47,6 +47,7 @@ from relayhook.store.base import (
     Store,
     StoreBusy,
     StoredEvent,
+    StoreError,
 )
 from relayhook.store.open import open_store
 from relayhook.store.postgres.store import PostgresStore
@@ -2568,5 +2569,24 @@ def test_postgresql_one_instance_runs_a_periodic_job_at_a_time(postgres_dsn: str
             async with second.exclusive("groups") as theirs:
                 assert theirs
             await second.close()
+
+        run(go())
+
+
+def test_postgresql_a_stalled_holder_loses_its_job_lock(postgres_dsn: str) -> None:
+    with _postgresql(postgres_dsn) as first:
+        assert isinstance(first, PostgresStore)
+        first.hold_idle = 1.0
+        second = PostgresStore(first.dsn, owner="second")
+
+        async def go() -> None:
+            with pytest.raises(StoreError):
+                async with first.exclusive("groups") as mine:
+                    assert mine
+                    await asyncio.sleep(2.5)  # stalled, saying nothing to the server
+                    async with second.exclusive("groups") as theirs:
+                        assert theirs  # the server ended the stalled session, and its lock
+            await second.close()
+            await first.close()  # in this loop: its pool is refilling the connection it lost
 
         run(go())

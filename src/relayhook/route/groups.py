@@ -35,6 +35,7 @@ SHOWN = 50  # messages a digest lists; `omitted` counts the rest
 _POLL = 1.0
 _HELD = {"throttle": "throttled", "quiet": "quiet"}  # reason: the metric's reason
 _BATCH = 64
+_HOLD = 20.0  # seconds one pass holds the groups lock at most (the server frees it at 60)
 _TITLE = compile_template("{{ count }} × {{ rule }}")
 _BODY_TEXT = compile_template(
     "{% for m in messages %}- {{ m.title }}\n{% endfor %}"
@@ -141,8 +142,11 @@ class GroupStage:
                 # in any case; the lock spares the others rendering it for nothing).
                 async with self.store.exclusive("groups") as mine:
                     due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
+                    began = time.monotonic()
                     for group in due:
                         await self._send(group)
+                        if time.monotonic() - began > _HOLD:
+                            break  # let go for a moment: another instance may take a turn
                 if due:
                     self._sent()
                 if mine:

@@ -57,6 +57,7 @@ class PostgresStore:
         # Who this instance is, in the leases it takes: unique per process start.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._max = max_connections
+        self.hold_idle = 60.0  # seconds an exclusive job's holder may go without a statement
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
@@ -122,6 +123,13 @@ class PostgresStore:
         try:
             pool = await self._connections()
             async with pool.connection() as conn, conn.transaction():
+                # A holder that stops (paused, cut off from the network) must not keep the
+                # job from the others for as long as TCP takes to notice: the server ends
+                # its session after this long without a statement, and the lock with it.
+                await conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                    (f"{int(self.hold_idle * 1000)}",),
+                )
                 yield await take_lock(conn, job)
         except (psycopg.Error, PoolTimeout) as e:
             raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
