@@ -118,23 +118,32 @@ class RouteStage:
         self._wake.set()
 
     async def _next_batch(self) -> list[Event]:
-        adopt = self._shared and time.monotonic() >= self._adopt_at
-        if self._fresh and not adopt:
+        if self._shared and time.monotonic() >= self._adopt_at:
+            # Instances on one database each route what they stored, from memory; an event
+            # still waiting after _ADOPT_AFTER lost its instance (killed before routing it)
+            # and is taken over here, however busy this instance is with its own.
+            self._adopt_at = time.monotonic() + _ADOPT_AFTER
+            adopted = await self._scan()
+            if adopted:
+                return adopted
+        if self._fresh:
             return [self._fresh.popleft() for _ in range(min(len(self._fresh), _BATCH))]
-        if self._rescan or adopt:
-            received_before = None
-            if self._shared:
-                # Instances on one database each route what they stored, from memory; an
-                # event still waiting after _ADOPT_AFTER lost its instance (killed before
-                # routing it) and is taken over. Younger ones are left to their own
-                # instance, which would otherwise render them twice.
-                self._adopt_at = time.monotonic() + _ADOPT_AFTER
-                received_before = self.clock() - _ADOPT_AFTER
-            found = await self.store.events_to_route(_BATCH + len(self._routing), received_before)
-            batch = [e for e in found if e.id not in self._routing][:_BATCH]
+        if self._rescan:
+            batch = await self._scan()
             self._rescan = len(batch) == _BATCH
             return batch
         return []
+
+    async def _scan(self) -> list[Event]:
+        """Events waiting in the database that this instance is not routing or about to
+        (on a shared database: only those older than _ADOPT_AFTER, the younger being
+        their own instance's, which would otherwise be rendered twice)."""
+        received_before = self.clock() - _ADOPT_AFTER if self._shared else None
+        queued = {e.id for e in self._fresh} if self._fresh else set()
+        found = await self.store.events_to_route(
+            _BATCH + len(self._routing) + len(queued), received_before
+        )
+        return [e for e in found if e.id not in self._routing and e.id not in queued][:_BATCH]
 
     async def run(self) -> None:
         self._rescan = True
@@ -210,7 +219,13 @@ class RouteStage:
             self._routed(any(m.may_wait for r in routings for m in r.messages))
         except StoreError as e:
             logger.error("could not save the routing of %d events (%s); retrying", size, e)
-            await self._retry_later()
+            # A pause (a full disk should not turn into a busy loop), then routed again
+            # from memory, first: a scan on a shared database would leave them for
+            # seconds, taking them for another instance's. (No await after the requeue:
+            # they leave _routing before the loop can take them again.)
+            await asyncio.sleep(_IDLE_POLL)
+            self._fresh.extendleft(reversed(batch))
+            self._wake.set()
         except Exception:
             logger.exception("routing %d events failed; retrying", size)
             await self._retry_later()
