@@ -439,6 +439,21 @@ def test_save_routings_twice_in_one_call_routes_once(store: Store) -> None:
     run(go())
 
 
+def test_save_routings_keeps_the_first_routing_of_an_event_given_twice(store: Store) -> None:
+    async def go() -> None:
+        a, _ = await store.add_event(new_event("a"))
+        b, _ = await store.add_event(new_event("b"))
+        c, _ = await store.add_event(new_event("c"))
+        # Two other events matched nothing, so the unrouted ones are marked in one go.
+        routings = [Routing(a, (message(),)), Routing(b, ()), Routing(c, ()), Routing(a, ())]
+        assert await store.save_routings(routings, T0) == [True, True, True, False]
+        assert [d["event_id"] for d in await store.list_deliveries()] == [a]
+        states = {e["id"]: e["state"] for e in await store.list_events()}
+        assert states == {a: "routed", b: "unrouted", c: "unrouted"}
+
+    run(go())
+
+
 def test_save_routings_twice_with_several_unrouted_says_false(store: Store) -> None:
     # Several unrouted events are marked in one statement: each still answers whether it
     # was waiting (found by this test: it answered True for all of them).
@@ -2588,5 +2603,32 @@ def test_postgresql_a_stalled_holder_loses_its_job_lock(postgres_dsn: str) -> No
                         assert theirs  # the server ended the stalled session, and its lock
             await second.close()
             await first.close()  # in this loop: its pool is refilling the connection it lost
+
+        run(go())
+
+
+def test_postgresql_instances_grouping_keys_in_opposite_orders_do_not_deadlock(
+    postgres_dsn: str,
+) -> None:
+    with _postgresql(postgres_dsn) as first:
+        assert isinstance(first, PostgresStore)
+        second = PostgresStore(first.dsn, owner="second")
+
+        async def batch(store: Store, name: str, keys: list[str]) -> list[bool]:
+            ids = [(await store.add_event(new_event(f"{name}-{k}")))[0] for k in keys]
+            routings = [Routing(i, (grouped(k),)) for i, k in zip(ids, keys, strict=True)]
+            return await store.save_routings(routings, T0)
+
+        async def go() -> None:
+            keys = [f"meter-{n}" for n in range(8)]
+            for round_ in range(15):
+                saved = await asyncio.gather(
+                    batch(first, f"a{round_}", keys), batch(second, f"b{round_}", keys[::-1])
+                )
+                assert saved == [[True] * 8, [True] * 8]
+            groups = {(g["key"], g["count"]) for g in await first.waiting_groups()}
+            assert groups == {(k, 30) for k in keys}
+            await second.close()
+            await first.close()
 
         run(go())

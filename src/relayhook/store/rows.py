@@ -45,7 +45,7 @@ MADE_SQL = (
     "SELECT event_id, rule, destination, state, COUNT(*) AS n FROM deliveries"
     " WHERE event_id {events} AND replay_of IS NULL AND fallback_of IS NULL"
     " AND (group_id IS NOT NULL"
-    " OR id NOT IN (SELECT digest_id FROM groups WHERE digest_id IS NOT NULL))"
+    " OR NOT EXISTS (SELECT 1 FROM groups g WHERE g.digest_id = deliveries.id))"
     " GROUP BY event_id, rule, destination, state"
 )
 

@@ -81,6 +81,16 @@ async def events_to_route(
     return [stored_event(row) for row in await cur.fetchall()]
 
 
+def _group_keys(m: Message) -> list[str]:
+    """The throttle and group rows placing m may lock, named for an advisory lock."""
+    if not m.may_wait:
+        return []
+    keys = [m.throttle.key] if m.throttle else []
+    keys += [m.grouping.key] if m.grouping else []
+    keys += ["quiet:"] if m.quiet_until is not None else []
+    return [_encode(["group", m.rule, m.destination, k]).decode() for k in keys]
+
+
 async def _place(
     conn: Conn, event_id: int, m: Message, now: float
 ) -> tuple[DeliveryState, int | None]:
@@ -121,20 +131,31 @@ async def save_routings(conn: Conn, routings: Sequence[Routing], now: float) -> 
         ([i for i, r in first.items() if r.messages], list(first)),
     )
     fresh = {int(row["id"]) for row in await cur.fetchall()}
-    rows, saved = [], []
+    made: list[tuple[int, Message]] = []
+    saved = []
     for routing in routings:
         saved.append(routing.event_id in fresh)
-        if not saved[-1]:
-            continue  # routed already (by another instance, or earlier in this call)
-        fresh.discard(routing.event_id)
-        for m in routing.messages:
-            placed, group_id = await _place(conn, routing.event_id, m, now)
-            rows.append((
-                routing.event_id, m.rule, m.destination, m.item_index, m.title, m.body, m.format,
-                placed.value, now if placed is DeliveryState.PENDING else None, now, now,
-                m.error, m.severity, m.silence_id,
-                None if m.item is None else _encode(m.item).decode(), group_id,
-            ))  # fmt: skip
+        if saved[-1]:  # else routed already (by another instance, or earlier in this call)
+            fresh.discard(routing.event_id)
+            made += [(routing.event_id, m) for m in routing.messages]
+    keys = sorted({k for _, m in made for k in _group_keys(m)})
+    if keys:
+        # Every instance takes the groups' and throttles' keys in one order before it
+        # touches their rows (two batches for meters X, Y and Y, X would deadlock).
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0))"
+            " FROM unnest(%s::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+            (keys,),
+        )
+    rows = []
+    for event_id, m in made:
+        placed, group_id = await _place(conn, event_id, m, now)
+        rows.append((
+            event_id, m.rule, m.destination, m.item_index, m.title, m.body, m.format,
+            placed.value, now if placed is DeliveryState.PENDING else None, now, now,
+            m.error, m.severity, m.silence_id,
+            None if m.item is None else _encode(m.item).decode(), group_id,
+        ))  # fmt: skip
     if rows:
         await conn.cursor().executemany(_INSERT_DELIVERY, rows)
     return saved

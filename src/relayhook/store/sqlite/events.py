@@ -119,18 +119,24 @@ def save_routings(conn: sqlite3.Connection, routings: Sequence[Routing], now: fl
 
     Events that matched nothing are marked in one statement.
     """
-    unrouted = [r.event_id for r in routings if not r.messages]
-    if len(unrouted) <= 1:
-        return [_save_routing(conn, r, now) for r in routings]
-    marks = ",".join("?" * len(unrouted))
-    marked = {
-        row[0]
-        for row in conn.execute(
-            f"UPDATE events SET state = 'unrouted' WHERE id IN ({marks})"  # noqa: S608
-            " AND state = 'received' RETURNING id",
-            unrouted,
-        )
-    }
+    seen: set[int] = set()
+    first: list[bool] = []  # an event given twice: its first routing counts
+    for r in routings:
+        first.append(r.event_id not in seen)
+        seen.add(r.event_id)
+    unrouted = [r.event_id for r, f in zip(routings, first, strict=True) if f and not r.messages]
+    batched, marked = len(unrouted) > 1, set[int]()
+    if batched:
+        marks = ",".join("?" * len(unrouted))
+        marked = {
+            row[0]
+            for row in conn.execute(
+                f"UPDATE events SET state = 'unrouted' WHERE id IN ({marks})"  # noqa: S608
+                " AND state = 'received' RETURNING id",
+                unrouted,
+            )
+        }
     return [
-        r.event_id in marked if not r.messages else _save_routing(conn, r, now) for r in routings
+        f and (r.event_id in marked if batched and not r.messages else _save_routing(conn, r, now))
+        for r, f in zip(routings, first, strict=True)
     ]
