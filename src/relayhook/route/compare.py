@@ -11,7 +11,9 @@ since the events were routed give equal numbers:
 - silenced: muted by a silence (the dry run applies the silences in force now);
 - errors: failed to render (the log's `failed` deliveries).
 
-An event's outcome changed for a rule when those three differ for any destination.
+An event's outcome changed for a rule when the messages it makes (to send or silenced)
+or its errors differ for any destination; silenced apart from sent alone is a silence
+added or ended since, shown in the counts, not as a change of the rules.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ class Comparison:
         for rule in dict.fromkeys([r for r, _ in would] + [r for r, _ in log]):
             mine = {d: _tally(t) for (r, d), t in would.items() if r == rule}
             theirs = {d: _tally(t) for (r, d), t in log.items() if r == rule}
-            if mine != theirs:
+            if _made(mine) != _made(theirs):
                 item = _changed_item(mine, theirs, items.get(rule, []))
                 subject = subject_of(event, stored.key, item)
                 change = Change(event.id, event.event_type, subject, mine, theirs)
@@ -184,6 +186,12 @@ def _changed_item(
     }
     found = next((item for place, item in items if place in more), None)
     return found if found is not None else next((item for _, item in items), None)
+
+
+def _made(side: Mapping[str, Tally]) -> dict[str, tuple[int, int]]:
+    """Per destination, the messages a rule made (to send or silenced) and its errors: a
+    silence added or ended since the events were routed is not the rules' doing."""
+    return {d: (t[SEND] + t[SILENCED], t[ERRORS]) for d, t in side.items()}
 
 
 def _tally(t: list[int]) -> Tally:
