@@ -139,10 +139,10 @@ class RouteStage:
         (on a shared database: only those older than _ADOPT_AFTER, the younger being
         their own instance's, which would otherwise be rendered twice)."""
         received_before = self.clock() - _ADOPT_AFTER if self._shared else None
+        # A bounded read: behind a backlog of its own older than _ADOPT_AFTER, an instance
+        # adopts others' events once it has caught up (no scan of thousands every time).
+        found = await self.store.events_to_route(_BATCH + len(self._routing), received_before)
         queued = {e.id for e in self._fresh} if self._fresh else set()
-        found = await self.store.events_to_route(
-            _BATCH + len(self._routing) + len(queued), received_before
-        )
         return [e for e in found if e.id not in self._routing and e.id not in queued][:_BATCH]
 
     async def run(self) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ T = TypeVar("T")
 Conn = AsyncConnection[Any]
 _Arrival = tuple[NewEvent, "asyncio.Future[tuple[int, bool]]"]
 _BATCH = 512  # events in one commit at most
+_ANNOUNCE_EVERY = 0.1  # seconds between two announcements of one topic
 _CHANNEL = "relayhook"
 _encode = msgspec.json.Encoder().encode
 
@@ -58,6 +60,7 @@ class PostgresStore:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._max = max_connections
         self.hold_idle = 60.0  # seconds an exclusive job's holder may go without a statement
+        self._announced: dict[str, float] = {}  # topic: when last announced (monotonic)
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
@@ -183,7 +186,13 @@ class PostgresStore:
         return await self._run(save)
 
     async def _announce(self, conn: Conn, topic: str) -> None:
-        """Tell the other instances (on commit) that there is new work of this kind."""
+        """Tell the other instances (on commit) that there is new work of this kind; at
+        most every _ANNOUNCE_EVERY per topic (under load they have work of their own, and
+        each announcement costs both sides a round trip)."""
+        now = time.monotonic()
+        if now - self._announced.get(topic, -_ANNOUNCE_EVERY) < _ANNOUNCE_EVERY:
+            return
+        self._announced[topic] = now
         await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
 
     async def listen(self, heard: Callable[[str], None]) -> None:
