@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
-from relayhook.ops.redact import redact_url
+from relayhook.ops.redact import Redactor, redact_url, url_secrets
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import (
     DeliveryFilter,
@@ -61,6 +61,7 @@ class PostgresStore:
         self._max = max_connections
         self.hold_idle = 60.0  # seconds an exclusive job's holder may go without a statement
         self._announced: dict[str, float] = {}  # topic: when last announced (monotonic)
+        self._redact = Redactor(url_secrets(dsn))
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
@@ -80,6 +81,16 @@ class PostgresStore:
         async with self._opening:
             if self._pool is not None:
                 return self._pool
+            if not self._migrated:
+                # One connection first, on its own: a server that is not there or a database
+                # that does not exist fails here at once, with the server's own words,
+                # where the pool would retry for its whole timeout and then say "timeout".
+                conn = await AsyncConnection.connect(
+                    self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=10
+                )
+                async with conn:
+                    await migrate(conn)
+                self._migrated = True
             pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
                 self.dsn,
                 min_size=1,
@@ -89,12 +100,13 @@ class PostgresStore:
                 timeout=10.0,  # a call waits this long for a connection, then fails
             )
             await pool.open()
-            if not self._migrated:
-                async with pool.connection() as conn:
-                    await migrate(conn)
-                self._migrated = True
             self._pool = pool
             return pool
+
+    def _error(self, e: Exception) -> StoreError:
+        """The server's message on one line, with the DSN's secrets masked."""
+        text = " ".join(str(e).split())
+        return StoreError(self._redact(f"{type(e).__name__}: {text}"))
 
     @property
     def where(self) -> str:
@@ -107,7 +119,7 @@ class PostgresStore:
             async with pool.connection() as conn, conn.transaction():
                 return await fn(conn)
         except (psycopg.Error, PoolTimeout) as e:
-            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
+            raise self._error(e) from e
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """fn without BEGIN and COMMIT (two round trips saved): each statement stands alone,
@@ -117,7 +129,7 @@ class PostgresStore:
             async with pool.connection() as conn:
                 return await fn(conn)
         except (psycopg.Error, PoolTimeout) as e:
-            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
+            raise self._error(e) from e
 
     @contextlib.asynccontextmanager
     async def exclusive(self, job: str) -> AsyncIterator[bool]:
@@ -135,7 +147,7 @@ class PostgresStore:
                 )
                 yield await take_lock(conn, job)
         except (psycopg.Error, PoolTimeout) as e:
-            raise StoreError(redact_url(f"{type(e).__name__}: {e}")) from e
+            raise self._error(e) from e
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         """Stored when this returns. Requests that arrive while a commit is under way wait
