@@ -432,3 +432,14 @@ def test_the_auth_schemes_are_the_ones_sources_know() -> None:
     assert isinstance(schemes, keytypes.Either)
     (section,) = [o for o in schemes.options if isinstance(o, keytypes.Section)]
     assert section.names == set(AUTH_SCHEMES)
+
+
+def test_the_shipped_files_validate_as_an_editor_reads_them_too() -> None:
+    # Editors' YAML language server parses YAML 1.2 by default, relayhook (PyYAML) 1.1:
+    # `off`, `yes` or an unquoted 1:30 read differently. The shipped files use neither.
+    from ruamel.yaml import YAML
+
+    yaml12 = YAML(typ="safe", pure=True)
+    VALIDATORS["config"].validate(yaml12.load((REPO / "config.example.yaml").read_text()))
+    for path in sorted(glob.glob(str(REPO / "rules" / "*.yaml"))):
+        VALIDATORS["rules"].validate(yaml12.load(Path(path).read_text()))
