@@ -411,6 +411,15 @@ def test_it_writes_and_sends_nothing(tmp_path: Path, sink: HTTPSink) -> None:
     code, report = stored_json(config)
     assert (code, report["events"], report["changed"]) == (0, 24, [])
     assert sum(r["sent"] for r in report["rules"]) > 20
+    # What the dry run says the groups would fold is what the daemon's groups did.
+    (meter,) = [r for r in report["rules"] if r["rule"] == "meter-data-received"]
+    folds = sorted((f["key"], f["groups"], f["messages"]) for f in meter["folds"])
+    with contextlib.closing(sqlite3.connect(tmp_path / "relayhook.db")) as conn:
+        made = conn.execute(
+            "SELECT key, COUNT(*), SUM(count) FROM groups WHERE rule = 'meter-data-received'"
+            " GROUP BY key ORDER BY key"
+        ).fetchall()
+    assert folds == [tuple(row) for row in made] and folds
     assert table_rows(str(tmp_path / "relayhook.db")) == before
     assert len(sink.received) == received
 
