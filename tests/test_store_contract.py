@@ -61,8 +61,21 @@ DELIVERED, DEAD = DeliveryState.DELIVERED, DeliveryState.DEAD
 T0 = 1_800_000_000.0  # a fixed "now"; every time below is T0 plus a few seconds
 
 
+_IN_USE: list[PostgresStore] = []  # the PostgreSQL stores of the contract's fixtures
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """coro in a loop of its own; the PostgreSQL pools it opened are closed in it (a pool
+    left open when its loop ends can hang asyncio.run's shutdown)."""
+
+    async def closing() -> T:
+        try:
+            return await coro
+        finally:
+            for store in _IN_USE:
+                await store.close()
+
+    return asyncio.run(closing())
 
 
 # -- backends ----------------------------------------------------------------------------
@@ -77,10 +90,11 @@ def _postgresql(dsn: str) -> Iterator[Store]:
     """A PostgresStore on a database of its own on the run's server (conftest)."""
     with fresh_database(dsn, "contract") as db:
         store = PostgresStore(db)
+        _IN_USE.append(store)
         try:
             yield store
         finally:
-            run(store.close())
+            _IN_USE.remove(store)
 
 
 BACKENDS = ("sqlite", "postgresql")
