@@ -9,18 +9,15 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
-import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
-from relayhook.ops.redact import Redactor, redact_url, url_secrets
+from relayhook.ops.redact import redact_url
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import (
     DeliveryFilter,
@@ -31,10 +28,9 @@ from relayhook.store.base import (
     PruneResult,
     QueueStats,
     StoredEvent,
-    StoreError,
 )
 from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
-from relayhook.store.postgres.schema import migrate, take_lock
+from relayhook.store.postgres.connections import Connections
 
 __all__ = ["PostgresStore"]
 
@@ -58,96 +54,18 @@ class PostgresStore:
         self.lease: float | None = lease
         # Who this instance is, in the leases it takes: unique per process start.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._max = max_connections
         self.hold_idle = 60.0  # seconds an exclusive job's holder may go without a statement
         self._announced: dict[str, float] = {}  # topic: when last announced (monotonic)
-        self._redact = Redactor(url_secrets(dsn))
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._opening = asyncio.Lock()
-        self._migrated = False
+        self._db = Connections(dsn, max_connections)
         self._arrived: list[_Arrival] = []
         self._committing: asyncio.Future[None] | None = None
-
-    async def _connections(self) -> AsyncConnectionPool[Conn]:
-        """The pool of this event loop (one that ran in another, like the CLI's asyncio.run
-        calls, cannot serve here: it is left, not closed)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            # No await since the check: calls at once in this loop share one pool.
-            self._loop, self._pool, self._opening = loop, None, asyncio.Lock()
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._pool is not None:
-                return self._pool
-            if not self._migrated:
-                # One connection first, on its own: a server that is not there or a database
-                # that does not exist fails here at once, with the server's own words,
-                # where the pool would retry for its whole timeout and then say "timeout".
-                conn = await AsyncConnection.connect(
-                    self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=10
-                )
-                async with conn:
-                    await migrate(conn)
-                self._migrated = True
-            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-                self.dsn,
-                min_size=1,
-                max_size=self._max,
-                kwargs={"row_factory": dict_row, "autocommit": True},
-                open=False,
-                timeout=10.0,  # a call waits this long for a connection, then fails
-            )
-            await pool.open()
-            self._pool = pool
-            return pool
-
-    def _error(self, e: Exception) -> StoreError:
-        """The server's message on one line, with the DSN's secrets masked."""
-        text = " ".join(str(e).split())
-        return StoreError(self._redact(f"{type(e).__name__}: {text}"))
 
     @property
     def where(self) -> str:
         return redact_url(self.dsn)
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """fn in one transaction: all its writes or none."""
-        try:
-            pool = await self._connections()
-            async with pool.connection() as conn, conn.transaction():
-                return await fn(conn)
-        except (psycopg.Error, PoolTimeout) as e:
-            raise self._error(e) from e
-
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """fn without BEGIN and COMMIT (two round trips saved): each statement stands alone,
-        for reads, and for writes that are each whole in one statement (a claim)."""
-        try:
-            pool = await self._connections()
-            async with pool.connection() as conn:
-                return await fn(conn)
-        except (psycopg.Error, PoolTimeout) as e:
-            raise self._error(e) from e
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self, job: str) -> AsyncIterator[bool]:
-        # A transaction-scoped advisory lock, so that however the block ends (an error, a
-        # cancel, a killed instance's dropped connection) the lock goes with it.
-        try:
-            pool = await self._connections()
-            async with pool.connection() as conn, conn.transaction():
-                # A holder that stops (paused, cut off from the network) must not keep the
-                # job from the others for as long as TCP takes to notice: the server ends
-                # its session after this long without a statement, and the lock with it.
-                await conn.execute(
-                    "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
-                    (f"{int(self.hold_idle * 1000)}",),
-                )
-                yield await take_lock(conn, job)
-        except (psycopg.Error, PoolTimeout) as e:
-            raise self._error(e) from e
+    def exclusive(self, job: str) -> contextlib.AbstractAsyncContextManager[bool]:
+        return self._db.exclusive(job, self.hold_idle)
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         """Stored when this returns. Requests that arrive while a commit is under way wait
@@ -169,7 +87,7 @@ class PostgresStore:
                 return await events.add_events(conn, rows)
 
             try:
-                results = await self._run(store)
+                results = await self._db.run(store)
             except Exception as e:  # noqa: BLE001 - each waiting request gets the error
                 for _, waiting in batch:
                     if not waiting.done():
@@ -182,7 +100,7 @@ class PostgresStore:
     async def events_to_route(
         self, limit: int, received_before: float | None = None
     ) -> list[Event]:
-        return await self._read(
+        return await self._db.read(
             partial(events.events_to_route, limit=limit, received_before=received_before)
         )
 
@@ -195,7 +113,7 @@ class PostgresStore:
                 await self._announce(conn, "groups")
             return saved
 
-        return await self._run(save)
+        return await self._db.run(save)
 
     async def _announce(self, conn: Conn, topic: str) -> None:
         """Tell the other instances (on commit) that there is new work of this kind; at
@@ -223,7 +141,7 @@ class PostgresStore:
             await conn.close()
 
     async def recover(self, now: float) -> int:
-        return await self._run(partial(deliveries.recover, now=now))
+        return await self._db.run(partial(deliveries.recover, now=now))
 
     async def claim_due(
         self, wants: Mapping[str, int], busy: Set[int], now: float
@@ -233,121 +151,123 @@ class PostgresStore:
             deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
             lease=self.lease,
         )  # fmt: skip
-        return await self._read(claim)
+        return await self._db.read(claim)
 
     async def release(self, ids: Sequence[int]) -> None:
         chosen = list(ids)
-        await self._run(partial(deliveries.release, ids=chosen, owner=self.owner))
+        await self._db.run(partial(deliveries.release, ids=chosen, owner=self.owner))
 
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
         chosen = list(ids)
-        return await self._run(
+        return await self._db.run(
             partial(deliveries.renew_leases, ids=chosen, owner=self.owner, until=until)
         )
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
+        await self._db.run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
 
     async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._read(deliveries.waiting_by_destination)
+        return await self._db.read(deliveries.waiting_by_destination)
 
     async def requeue_due(self, destination: str, now: float) -> int:
-        return await self._run(partial(deliveries.requeue_due, destination=destination, now=now))
+        return await self._db.run(partial(deliveries.requeue_due, destination=destination, now=now))
 
     async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
         names = list(configured)
-        return await self._run(
+        return await self._db.run(
             partial(deliveries.orphans, configured=names, before=before, now=now)
         )
 
     async def circuits(self) -> list[CircuitState]:
-        return await self._read(destinations.circuits)
+        return await self._db.read(destinations.circuits)
 
     async def save_circuit(self, state: CircuitState) -> None:
-        await self._run(partial(destinations.save_circuit, state=state))
+        await self._db.run(partial(destinations.save_circuit, state=state))
 
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
-        return await self._read(
+        return await self._db.read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
 
     async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._read(destinations.destination_status)
+        return await self._db.read(destinations.destination_status)
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
         chosen = list(ids)
-        return await self._run(partial(deliveries.replay, ids=chosen, now=now))
+        return await self._db.run(partial(deliveries.replay, ids=chosen, now=now))
 
     async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
         async def run(conn: Conn) -> list[tuple[int, int]]:
             return await deliveries.replay(conn, await deliveries.dead_since(conn, since), now)
 
-        return await self._run(run)
+        return await self._db.run(run)
 
     async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._read(partial(groups.due_groups, now=now, limit=limit))
+        return await self._db.read(partial(groups.due_groups, now=now, limit=limit))
 
     async def next_group_due(self) -> float | None:
-        return await self._read(groups.next_group_due)
+        return await self._db.read(groups.next_group_due)
 
     async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
+        return await self._db.read(partial(groups.group_members, group_id=group_id, limit=limit))
 
     async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._run(partial(groups.close_group, group=group, digest=digest, now=now))
+        return await self._db.run(partial(groups.close_group, group=group, digest=digest, now=now))
 
     async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._run(partial(groups.hold_group, group=group, until=until, now=now))
+        return await self._db.run(partial(groups.hold_group, group=group, until=until, now=now))
 
     async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._read(groups.waiting_groups)
+        return await self._db.read(groups.waiting_groups)
 
     async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._run(partial(groups.send_group_now, group_id=group_id, now=now))
+        return await self._db.run(partial(groups.send_group_now, group_id=group_id, now=now))
 
     async def add_silence(
         self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
         author: str, now: float,
     ) -> int:  # fmt: skip
-        return await self._run(
+        return await self._db.run(
             partial(silences.add_silence, matchers=list(matchers), starts_at=starts_at,
                     ends_at=ends_at, comment=comment, author=author, now=now)
         )  # fmt: skip
 
     async def active_silences(self, now: float) -> list[Silence]:
-        return await self._read(partial(silences.active_silences, now=now))
+        return await self._db.read(partial(silences.active_silences, now=now))
 
     async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
-        return await self._run(
+        return await self._db.run(
             partial(silences.list_silences, now=now, include_ended=include_ended)
         )
 
     async def expire_silence(self, silence_id: int, now: float) -> bool:
-        return await self._run(partial(silences.expire_silence, silence_id=silence_id, now=now))
+        return await self._db.run(partial(silences.expire_silence, silence_id=silence_id, now=now))
 
     async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
         chosen = list(ids)
-        return await self._read(partial(silences.silence_facts, ids=chosen))
+        return await self._db.read(partial(silences.silence_facts, ids=chosen))
 
     async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
         chosen = list(muted)
-        return await self._run(partial(silences.mute, muted=chosen, now=now))
+        return await self._db.run(partial(silences.mute, muted=chosen, now=now))
 
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        return await self._read(partial(reads.list_events, state=state, since=since, limit=limit))
+        return await self._db.read(
+            partial(reads.list_events, state=state, since=since, limit=limit)
+        )
 
     async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._read(partial(reads.get_event, event_id=event_id))
+        return await self._db.read(partial(reads.get_event, event_id=event_id))
 
     async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        after = await self._read(partial(reads.first_event_since, since=since))
+        after = await self._db.read(partial(reads.first_event_since, since=since))
         if after is None:
             return
         after -= 1
         while True:
-            page = await self._read(
+            page = await self._db.read(
                 partial(reads.events_page, since=since, after=after, limit=batch)
             )
             if page:
@@ -357,16 +277,16 @@ class PostgresStore:
             after = page[-1].event.id
 
     async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        return await self._read(partial(reads.events_by_id, ids=sorted(set(ids))))
+        return await self._db.read(partial(reads.events_by_id, ids=sorted(set(ids))))
 
     async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        return await self._read(partial(reads.made_for, event_ids=list(event_ids)))
+        return await self._db.read(partial(reads.made_for, event_ids=list(event_ids)))
 
     async def list_deliveries(
         self, *, state: str | None = None, rule: str | None = None,
         destination: str | None = None, since: float | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        return await self._run(
+        return await self._db.run(
             partial(reads.list_deliveries, state=state, rule=rule, destination=destination,
                     since=since, limit=limit)
         )  # fmt: skip
@@ -374,37 +294,35 @@ class PostgresStore:
     async def page_deliveries(
         self, f: DeliveryFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        return await self._read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
+        return await self._db.read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
 
     async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._read(partial(reads.matching_deliveries, f=f))
+        return await self._db.read(partial(reads.matching_deliveries, f=f))
 
     async def page_events(
         self, f: EventFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
-        return await self._read(partial(reads.page_events, f=f, before=before, limit=limit))
+        return await self._db.read(partial(reads.page_events, f=f, before=before, limit=limit))
 
     async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._read(partial(reads.get_delivery, delivery_id=delivery_id))
+        return await self._db.read(partial(reads.get_delivery, delivery_id=delivery_id))
 
     async def queue_stats(self, now: float) -> QueueStats:
-        return await self._read(partial(reads.queue_stats, now=now))
+        return await self._db.read(partial(reads.queue_stats, now=now))
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1"))
+        await self._db.run(lambda conn: conn.execute("SELECT 1"))
 
     async def prune(self, cutoff: float) -> PruneResult:
         total = PruneResult()
         while True:
-            done = await self._run(partial(destinations.prune_batch, cutoff=cutoff))
+            done = await self._db.run(partial(destinations.prune_batch, cutoff=cutoff))
             if done is None:
                 return total
             total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
 
     async def close(self) -> None:
-        if self._pool is not None and self._loop is asyncio.get_running_loop():
-            await self._pool.close()
-        self._pool = None
+        await self._db.close()
 
 
 def _fields(result: PruneResult) -> tuple[int, int, int]:
