@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from relayhook.config.settings import Config, QuietHours
 from relayhook.model import Grouping, Message
 from relayhook.route.quiet import calendars_for, quiet_until
-from relayhook.store.rows import shown_key
+from relayhook.store.rows import QUIET_KEY, shown_key, throttle_key
 
 __all__ = ["Fold", "Folds"]
-
-_QUIET = "quiet:"  # one quiet-hours group per rule and destination, as in the store
 
 
 @dataclass(slots=True)
@@ -75,7 +73,7 @@ class Folds:
                 start, count = at, 0
             self._windows[k] = (start, count + 1)
             if count + 1 > t.limit:
-                hold = Grouping(f"throttle:{t.key}", start + t.per - at, None, None)
+                hold = Grouping(throttle_key(t.key), start + t.per - at, None, None)
                 self._join(m, hold, at, "throttle")
                 return
         if m.grouping is not None:
@@ -83,7 +81,7 @@ class Folds:
             return
         until = quiet_until(self._calendars(m.rule, m.destination), at)
         if until is not None:
-            self._join(m, Grouping(_QUIET, until - at, None, None), at, "quiet")
+            self._join(m, Grouping(QUIET_KEY, until - at, None, None), at, "quiet")
 
     def finish(self) -> dict[str, list[Fold]]:
         """Every group closed (as if each had fallen due): the folds of each rule."""
@@ -122,7 +120,7 @@ class Folds:
             # Due in quiet hours, it waits for them to end in the quiet group instead.
             until = quiet_until(self._calendars(rule, destination), group.due)
             if until is not None:
-                quiet = (rule, destination, _QUIET)
+                quiet = (rule, destination, QUIET_KEY)
                 held = self._open.get(quiet)
                 if held is not None and held.due <= group.due:
                     self._close(quiet)

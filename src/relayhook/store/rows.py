@@ -5,30 +5,37 @@ whose SQL is the same in both, but for placeholders, are here too)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 
-from relayhook.model import Event
+from relayhook.model import CircuitState, Event
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
     "HELD_REASONS",
     "MADE_SQL",
+    "NO_DESTINATION",
+    "QUIET_KEY",
     "STORED_EVENT_SQL",
+    "circuit_of",
+    "destination_view",
     "dump_matchers",
     "facts_of",
     "group_view",
     "member_of",
+    "pages_since",
     "shown_key",
     "silence_of",
     "silence_view",
     "stored_event",
+    "throttle_key",
 ]
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
 HELD_REASONS = ("throttle", "quiet")  # groups named apart from the rule's keys ("throttle:K")
+QUIET_KEY = "quiet:"  # the group quiet hours hold a rule's messages to a destination in
 _decode = msgspec.json.Decoder().decode
 
 # Both backends' reads of stored events and of what routing made of them ({where},
@@ -55,10 +62,68 @@ def shown_key(key: str, reason: str) -> str:
     return key.partition(":")[2] if reason in HELD_REASONS else key
 
 
+def throttle_key(key: str) -> str:
+    """The group a throttle holds the messages past its limit in, for one of its keys."""
+    return f"throttle:{key}"
+
+
 def group_view(row: Row) -> dict[str, Any]:
     group = dict(row)
     group["key"] = shown_key(group["key"], group["reason"])
     return group
+
+
+async def pages_since(
+    first_id: Callable[[], Awaitable[int | None]],
+    page: Callable[[int, int], Awaitable[list[Any]]],
+    batch: int,
+) -> AsyncIterator[list[Any]]:
+    """Pages of up to batch events by id from the first one (first_id), each read as
+    page(after, limit): the scan of Store.events_since, the same for every backend."""
+    first = await first_id()
+    if first is None:
+        return
+    after = first - 1
+    while True:
+        found = await page(after, batch)
+        if found:
+            yield found
+        if len(found) < batch:
+            return
+        after = found[-1].event.id
+
+
+def circuit_of(row: Row) -> CircuitState:
+    """A destinations row's circuit."""
+    return CircuitState(
+        destination=row["name"],
+        open=bool(row["circuit_open"]),
+        failures=int(row["failures"]),
+        opened_at=row["opened_at"],
+        probe_every=float(row["probe_every"]),
+        next_probe_at=row["next_probe_at"],
+        last_error=row["circuit_error"],
+    )
+
+
+# What Store.destination_status says of a destination nothing is known of.
+NO_DESTINATION: dict[str, Any] = {
+    "circuit": "closed", "opened_at": None, "next_probe_at": None, "last_success_at": None,
+    "last_error": None, "last_error_at": None, "queue": 0, "oldest_due_at": None,
+}  # fmt: skip
+
+
+def destination_view(row: Row) -> dict[str, Any]:
+    """A destinations row as Store.destination_status shows it (its queue added later)."""
+    return {
+        **NO_DESTINATION,
+        "circuit": "open" if row["circuit_open"] else "closed",
+        "opened_at": row["opened_at"],
+        "next_probe_at": row["next_probe_at"] if row["circuit_open"] else None,
+        "last_success_at": row["last_success_at"],
+        "last_error": row["last_error"],
+        "last_error_at": row["last_error_at"],
+    }
 
 
 def stored_event(row: Row) -> Event:

@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 
 from relayhook.model import CircuitState
 from relayhook.store.postgres.schema import take_lock
+from relayhook.store.rows import NO_DESTINATION, circuit_of, destination_view
 
 __all__ = ["circuits", "destination_status", "prune_batch", "save_circuit", "take_probe"]
 
@@ -17,18 +18,7 @@ Conn = AsyncConnection[Any]
 
 async def circuits(conn: Conn) -> list[CircuitState]:
     cur = await conn.execute("SELECT * FROM destinations ORDER BY name")
-    return [
-        CircuitState(
-            row["name"],
-            bool(row["circuit_open"]),
-            int(row["failures"]),
-            row["opened_at"],
-            float(row["probe_every"]),
-            row["next_probe_at"],
-            row["circuit_error"],
-        )
-        for row in await cur.fetchall()
-    ]
+    return [circuit_of(row) for row in await cur.fetchall()]
 
 
 async def save_circuit(conn: Conn, state: CircuitState) -> None:
@@ -65,31 +55,15 @@ async def take_probe(conn: Conn, destination: str, now: float, every: float) -> 
     return None if await cur.fetchone() is not None else every
 
 
-_NONE: dict[str, Any] = {
-    "circuit": "closed", "opened_at": None, "next_probe_at": None, "last_success_at": None,
-    "last_error": None, "last_error_at": None, "queue": 0, "oldest_due_at": None,
-}  # fmt: skip
-
-
 async def destination_status(conn: Conn) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
     cur = await conn.execute("SELECT * FROM destinations")
-    for row in await cur.fetchall():
-        found[row["name"]] = {
-            **_NONE,
-            "circuit": "open" if row["circuit_open"] else "closed",
-            "opened_at": row["opened_at"],
-            "next_probe_at": row["next_probe_at"] if row["circuit_open"] else None,
-            "last_success_at": row["last_success_at"],
-            "last_error": row["last_error"],
-            "last_error_at": row["last_error_at"],
-        }
+    found = {row["name"]: destination_view(row) for row in await cur.fetchall()}
     cur = await conn.execute(
         "SELECT destination, COUNT(*) AS n, MIN(next_attempt_at) AS oldest FROM deliveries"
         " WHERE state IN ('pending', 'retrying') GROUP BY destination"
     )
     for row in await cur.fetchall():
-        entry = found.setdefault(row["destination"], dict(_NONE))
+        entry = found.setdefault(row["destination"], dict(NO_DESTINATION))
         entry.update(queue=int(row["n"]), oldest_due_at=row["oldest"])
     return found
 

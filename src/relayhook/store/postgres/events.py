@@ -11,31 +11,12 @@ from psycopg import AsyncConnection
 
 from relayhook.model import DeliveryState, Event, Message, NewEvent, Routing
 from relayhook.store.postgres.groups import hold_quiet, join_group, throttled
-from relayhook.store.rows import stored_event
+from relayhook.store.rows import QUIET_KEY, stored_event
 
-__all__ = ["add_event", "add_events", "events_to_route", "save_routings"]
+__all__ = ["add_events", "events_to_route", "save_routings"]
 
 Conn = AsyncConnection[Any]
 _encode = msgspec.json.Encoder().encode
-
-
-async def add_event(conn: Conn, event: NewEvent, headers: str) -> tuple[int, bool]:
-    """(its id, True when (source, key) was stored already, by any instance)."""
-    cur = await conn.execute(
-        "INSERT INTO events (source, event_key, event_type, received_at, headers, body)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, event_key) DO NOTHING"
-        " RETURNING id",
-        (event.source, event.key, event.event_type, event.received_at, headers, event.text),
-    )
-    row = await cur.fetchone()
-    if row is not None:
-        return int(row["id"]), False
-    cur = await conn.execute(
-        "SELECT id FROM events WHERE source = %s AND event_key = %s", (event.source, event.key)
-    )
-    known = await cur.fetchone()
-    assert known is not None
-    return int(known["id"]), True
 
 
 async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[tuple[int, bool]]:
@@ -87,7 +68,7 @@ def _group_keys(m: Message) -> list[str]:
         return []
     keys = [m.throttle.key] if m.throttle else []
     keys += [m.grouping.key] if m.grouping else []
-    keys += ["quiet:"] if m.quiet_until is not None else []
+    keys += [QUIET_KEY] if m.quiet_until is not None else []
     return [_encode(["group", m.rule, m.destination, k]).decode() for k in keys]
 
 

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 
 from relayhook.model import Grouping, Message
 from relayhook.store.base import Digest, DueGroup
-from relayhook.store.rows import group_view, member_of
+from relayhook.store.rows import QUIET_KEY, group_view, member_of, throttle_key
 
 __all__ = [
     "close_group",
@@ -25,7 +25,6 @@ __all__ = [
 ]
 
 Conn = AsyncConnection[Any]
-QUIET_KEY = "quiet:"
 
 
 async def _one(conn: Conn, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -190,7 +189,7 @@ async def throttled(conn: Conn, event_id: int, m: Message, now: float) -> int | 
     )
     if count <= t.limit:
         return None
-    hold = Grouping(f"throttle:{t.key}", start + t.per - now, None, None)
+    hold = Grouping(throttle_key(t.key), start + t.per - now, None, None)
     return await join_group(conn, event_id, m, now, hold, reason="throttle")
 
 

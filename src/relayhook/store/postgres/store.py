@@ -31,6 +31,7 @@ from relayhook.store.base import (
 )
 from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.postgres.connections import Connections
+from relayhook.store.rows import pages_since
 
 __all__ = ["PostgresStore"]
 
@@ -262,19 +263,16 @@ class PostgresStore:
         return await self._db.read(partial(reads.get_event, event_id=event_id))
 
     async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        after = await self._db.read(partial(reads.first_event_since, since=since))
-        if after is None:
-            return
-        after -= 1
-        while True:
-            page = await self._db.read(
-                partial(reads.events_page, since=since, after=after, limit=batch)
+        async def first() -> int | None:
+            return await self._db.read(partial(reads.first_event_since, since=since))
+
+        async def page(after: int, limit: int) -> list[StoredEvent]:
+            return await self._db.read(
+                partial(reads.events_page, since=since, after=after, limit=limit)
             )
-            if page:
-                yield page
-            if len(page) < batch:
-                return
-            after = page[-1].event.id
+
+        async for found in pages_since(first, page, batch):
+            yield found
 
     async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
         return await self._db.read(partial(reads.events_by_id, ids=sorted(set(ids))))

@@ -6,24 +6,14 @@ import sqlite3
 from typing import Any
 
 from relayhook.model import CircuitState
+from relayhook.store.rows import NO_DESTINATION, circuit_of, destination_view
 
 __all__ = ["circuits", "destination_status", "save_circuit"]
 
 
 def circuits(conn: sqlite3.Connection) -> list[CircuitState]:
     """Every destination's stored circuit, open or closed."""
-    return [
-        CircuitState(
-            destination=row["name"],
-            open=bool(row["circuit_open"]),
-            failures=int(row["failures"]),
-            opened_at=row["opened_at"],
-            probe_every=float(row["probe_every"]),
-            next_probe_at=row["next_probe_at"],
-            last_error=row["circuit_error"],
-        )
-        for row in conn.execute("SELECT * FROM destinations ORDER BY name")
-    ]
+    return [circuit_of(row) for row in conn.execute("SELECT * FROM destinations ORDER BY name")]
 
 
 def save_circuit(conn: sqlite3.Connection, state: CircuitState) -> None:
@@ -42,32 +32,13 @@ def save_circuit(conn: sqlite3.Connection, state: CircuitState) -> None:
 def destination_status(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Per destination with anything known: circuit, last success and error, and the
     deliveries waiting for it (pending or retrying) with the oldest one's due time."""
-    found: dict[str, dict[str, Any]] = {}
-    for row in conn.execute("SELECT * FROM destinations"):
-        found[row["name"]] = {
-            "circuit": "open" if row["circuit_open"] else "closed",
-            "opened_at": row["opened_at"],
-            "next_probe_at": row["next_probe_at"] if row["circuit_open"] else None,
-            "last_success_at": row["last_success_at"],
-            "last_error": row["last_error"],
-            "last_error_at": row["last_error_at"],
-            "queue": 0,
-            "oldest_due_at": None,
-        }
+    found = {
+        row["name"]: destination_view(row) for row in conn.execute("SELECT * FROM destinations")
+    }
     for name, count, oldest in conn.execute(
         "SELECT destination, COUNT(*), MIN(next_attempt_at) FROM deliveries"
         " WHERE state IN ('pending', 'retrying') GROUP BY destination"
     ):
-        entry = found.setdefault(
-            name,
-            {
-                "circuit": "closed",
-                "opened_at": None,
-                "next_probe_at": None,
-                "last_success_at": None,
-                "last_error": None,
-                "last_error_at": None,
-            },
-        )
+        entry = found.setdefault(name, dict(NO_DESTINATION))
         entry.update(queue=int(count), oldest_due_at=oldest)
     return found

@@ -8,7 +8,7 @@ from typing import Any
 
 from relayhook.model import Grouping, Message
 from relayhook.store.base import Digest, DueGroup
-from relayhook.store.rows import group_view, member_of
+from relayhook.store.rows import QUIET_KEY, group_view, member_of, throttle_key
 
 __all__ = [
     "close_group",
@@ -172,11 +172,8 @@ def throttled(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -
     )
     if count <= t.limit:
         return None
-    hold = Grouping(f"throttle:{t.key}", start + t.per - now, None, None)
+    hold = Grouping(throttle_key(t.key), start + t.per - now, None, None)
     return join_group(conn, event_id, m, now, hold, reason="throttle")
-
-
-QUIET_KEY = "quiet:"  # the group quiet hours hold a rule's messages to a destination in
 
 
 def hold_quiet(conn: sqlite3.Connection, event_id: int, m: Message, now: float) -> int:

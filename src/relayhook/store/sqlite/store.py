@@ -27,6 +27,7 @@ from relayhook.store.base import (
     QueueStats,
     StoredEvent,
 )
+from relayhook.store.rows import pages_since
 from relayhook.store.sqlite import deliveries, destinations, events, groups, reads, silences
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
@@ -229,22 +230,19 @@ class SqliteStore:
     # snapshot of its own), so a running daemon's commits never wait for it.
 
     async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        first = await self._writer.run(
-            partial(reads.first_event_since, since=since), transaction=False
-        )
-        if first is None:
-            return
-        after = first - 1
-        while True:
-            page = await self._writer.run(
-                partial(reads.events_page, since=since, after=after, limit=batch),
+        async def first() -> int | None:
+            return await self._writer.run(
+                partial(reads.first_event_since, since=since), transaction=False
+            )
+
+        async def page(after: int, limit: int) -> list[StoredEvent]:
+            return await self._writer.run(
+                partial(reads.events_page, since=since, after=after, limit=limit),
                 transaction=False,
             )
-            if page:
-                yield page
-            if len(page) < batch:
-                return
-            after = page[-1].event.id
+
+        async for found in pages_since(first, page, batch):
+            yield found
 
     async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
         chosen = sorted(set(ids))
