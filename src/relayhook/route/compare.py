@@ -151,7 +151,7 @@ class Comparison:
                     place = SILENCED
                 else:
                     place = SEND
-                    self._folds.add(m, event.received_at)
+                    self._folds.add(m, event.received_at, event.id)
                 would.setdefault((m.rule, m.destination), [0] * 3)[place] += 1
                 items.setdefault(m.rule, []).append((place, m.item))
         for (rule, _), t in would.items():

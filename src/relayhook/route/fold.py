@@ -1,23 +1,25 @@
 """What the noise stages would fold, replayed over stored events without a database.
 
-The store folds messages as it saves them (throttle, then group, then quiet hours; see
-store/sqlite/groups.py) and the group stage sends each group when it falls due. Here
-the same rules run in memory over messages in the order their events came, each at its
-event's received time, so `relayhook test --stored` can say how many digests a rule
-would make of them and for which keys. Groups close when a later message finds them
-due, or at the end.
+The rules are policy/noise.py's, the same the stores apply; here they run over state
+kept in memory: messages in the order their events came, each at its event's received
+time, and the group stage sending each group the moment it falls due (as a running
+daemon's does), so `relayhook test --stored` can say how many digests a rule would make
+of them and for which keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from relayhook.config.settings import Config, QuietHours
-from relayhook.model import Grouping, Message
+from relayhook.model import DeliveryState, Message
+from relayhook.policy import noise
+from relayhook.policy.noise import QUIET_KEY, Hold, Window
 from relayhook.route.quiet import calendars_for, quiet_until
-from relayhook.store.rows import QUIET_KEY, shown_key, throttle_key
 
-__all__ = ["Fold", "Folds"]
+__all__ = ["Fold", "Folds", "Group"]
 
 
 @dataclass(slots=True)
@@ -41,52 +43,65 @@ class Fold:
 
 
 @dataclass(slots=True)
-class _Open:
-    count: int
+class Group:
+    """A group as the store would hold it: its members are the events of its messages."""
+
+    id: int
+    rule: str
+    destination: str
+    key: str  # as stored (throttle:K, quiet:)
+    reason: str  # wait, max (full), throttle or quiet
     due: float
-    reason: str
+    interval: float | None
+    state: str = "open"  # open, full, sent
+    sent_at: float | None = None
+    members: list[int] = field(default_factory=list)
 
 
 _Key = tuple[str, str, str]  # rule, destination, stored key
 
 
 class Folds:
-    """Messages in, the groups they would make out (`by_rule`, after `finish`)."""
+    """Messages in (`add`), the groups they would make out (`by_rule`, after `finish`)."""
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._rules = {r.name: r for r in config.rules}
-        self._open: dict[_Key, _Open] = {}
-        self._last: dict[_Key, float] = {}  # when each key's last group went
-        self._windows: dict[_Key, tuple[float, int]] = {}  # throttle: start, count
+        self.groups: list[Group] = []  # every group made, oldest first
+        self._open: dict[_Key, Group] = {}
+        self._windows: dict[_Key, Window] = {}
         self._folds: dict[_Key, Fold] = {}
 
-    def add(self, m: Message, at: float) -> None:
+    def add(self, m: Message, at: float, event_id: int = 0) -> None:
         """A message that rendered and no silence mutes, routed at `at`."""
-        if m.error is not None or m.silence_id is not None:
-            return
-        if m.throttle is not None:
-            t = m.throttle
-            k = (m.rule, m.destination, t.key)
-            start, count = self._windows.get(k, (at, 0))
-            if at >= start + t.per:
-                start, count = at, 0
-            self._windows[k] = (start, count + 1)
-            if count + 1 > t.limit:
-                hold = Grouping(throttle_key(t.key), start + t.per - at, None, None)
-                self._join(m, hold, at, "throttle")
+        self.advance(at)
+        if m.quiet_until is None and m.error is None:
+            until = quiet_until(self._calendars(m.rule, m.destination), at)
+            m = dataclasses.replace(m, quiet_until=until)
+        window = None
+        if noise.counts_throttle(m):
+            assert m.throttle is not None
+            window = self._windows.get((m.rule, m.destination, m.throttle.key))
+        placed = noise.place(m, at, window)
+        if placed.window is not None:
+            assert m.throttle is not None
+            self._windows[(m.rule, m.destination, m.throttle.key)] = placed.window
+        if placed.state is DeliveryState.GROUPED:
+            assert placed.hold is not None
+            self._join(m, placed.hold, at, event_id)
+
+    def advance(self, now: float) -> None:
+        """The group stage up to now: each group due by then goes (or is held for quiet
+        hours) at the time it falls due, soonest first."""
+        while True:
+            waiting = [g for g in self.groups if g.state != "sent" and g.due <= now]
+            if not waiting:
                 return
-        if m.grouping is not None:
-            self._join(m, m.grouping, at, "wait")
-            return
-        until = quiet_until(self._calendars(m.rule, m.destination), at)
-        if until is not None:
-            self._join(m, Grouping(QUIET_KEY, until - at, None, None), at, "quiet")
+            self._due(min(waiting, key=lambda g: (g.due, g.id)))
 
     def finish(self) -> dict[str, list[Fold]]:
-        """Every group closed (as if each had fallen due): the folds of each rule."""
-        while self._open:  # soonest due first: one may go on into the quiet group
-            self._close(min(self._open, key=lambda k: self._open[k].due))
+        """Every group sent (as each falls due): the folds of each rule."""
+        self.advance(math.inf)
         by_rule: dict[str, list[Fold]] = {}
         for fold in self._folds.values():
             by_rule.setdefault(fold.rule, []).append(fold)
@@ -95,43 +110,57 @@ class Folds:
     def _calendars(self, rule: str, destination: str) -> list[QuietHours]:
         return calendars_for(self._config, self._rules.get(rule), destination)
 
-    def _join(self, m: Message, g: Grouping, at: float, reason: str) -> None:
-        k = (m.rule, m.destination, g.key)
+    def _join(self, m: Message, hold: Hold, at: float, event_id: int) -> None:
+        k = (m.rule, m.destination, hold.key)
         group = self._open.get(k)
-        if group is not None and group.due <= at:
-            self._close(k)
-            group = None
+        count = None if group is None else len(group.members)
+        last = self._last(k) if noise.needs_last(hold, count) else None
+        joined = noise.join(hold, count, last, at)
         if group is None:
-            group = self._open[k] = _Open(0, self._not_before(k, g, at + g.wait), reason)
-        group.count += 1
-        if g.max is not None and group.count >= g.max:
-            # Full: it goes as soon as the interval lets it, and the next one starts.
-            group.due = self._not_before(k, g, at)
-            self._close(k)
+            assert joined.due is not None
+            group = self._make(k, hold.reason, joined.due, hold.interval)
+        group.members.append(event_id)
+        if joined.full:
+            assert joined.due is not None
+            group.state, group.due, group.reason = "full", joined.due, "max"
+            del self._open[k]
 
-    def _not_before(self, k: _Key, g: Grouping, due: float) -> float:
-        last = self._last.get(k)
-        return due if g.interval is None or last is None else max(due, last + g.interval)
+    def _make(self, k: _Key, reason: str, due: float, interval: float | None) -> Group:
+        group = Group(len(self.groups) + 1, *k, reason, due, interval)
+        self.groups.append(group)
+        self._open[k] = group
+        return group
 
-    def _close(self, k: _Key) -> None:
-        group = self._open.pop(k)
-        rule, destination, key = k
-        if group.reason != "quiet":
-            # Due in quiet hours, it waits for them to end in the quiet group instead.
-            until = quiet_until(self._calendars(rule, destination), group.due)
-            if until is not None:
-                quiet = (rule, destination, QUIET_KEY)
-                held = self._open.get(quiet)
-                if held is not None and held.due <= group.due:
-                    self._close(quiet)
-                    held = None
-                if held is None:
-                    held = self._open[quiet] = _Open(0, until, "quiet")
-                held.count += group.count
-                return
-        self._last[k] = group.due
+    def _last(self, k: _Key) -> float | None:
+        """When the key's last closed group went, or is set to go (a full one)."""
+        times = [
+            g.sent_at if g.sent_at is not None else g.due
+            for g in self.groups
+            if (g.rule, g.destination, g.key) == k and g.state != "open"
+        ]
+        return max(times, default=None)
+
+    def _due(self, group: Group) -> None:
+        now = group.due
+        k = (group.rule, group.destination, group.key)
+        until = noise.when_due(group.reason, quiet_until(self._calendars(*k[:2]), now))
+        group.state, group.sent_at = "sent", now
+        if self._open.get(k) is group:
+            del self._open[k]
+        if until is not None:
+            # Due in quiet hours: its messages wait for them to end in the quiet group.
+            quiet = (group.rule, group.destination, QUIET_KEY)
+            held = self._open.get(quiet) or self._make(quiet, "quiet", until, None)
+            held.members = sorted(held.members + group.members)  # in arrival order
+            group.members = []
+            return
+        for other in self.groups:
+            same = (other.rule, other.destination, other.key) == k
+            if same and other.state != "sent" and other.interval is not None:
+                other.due = noise.after_send(other.due, other.interval, now)
         fold = self._folds.get(k)
         if fold is None:
             reason = "wait" if group.reason == "max" else group.reason  # max: a full group
-            fold = self._folds[k] = Fold(rule, destination, shown_key(key, reason), reason)
-        fold.sizes.append(group.count)
+            shown = noise.shown_key(group.key, reason)
+            fold = self._folds[k] = Fold(group.rule, group.destination, shown, reason)
+        fold.sizes.append(len(group.members))

@@ -21,12 +21,13 @@ from markupsafe import Markup
 
 from relayhook.config.settings import Config, Rule
 from relayhook.ops.metrics import Metrics
+from relayhook.policy import noise
+from relayhook.policy.noise import shown_key
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.match import escapers, iso_time
 from relayhook.route.quiet import calendars_for, quiet_until
 from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
-from relayhook.store.rows import shown_key
 
 __all__ = ["SHOWN", "GroupStage", "render_digest"]
 
@@ -138,18 +139,7 @@ class GroupStage:
             next_due = await self.store.next_group_due()
             delay = _POLL if next_due is None else min(_POLL, max(0.0, next_due - self.clock()))
             if next_due is not None and next_due <= self.clock():
-                # One instance at a time renders and closes due groups (each closes once
-                # in any case; the lock spares the others rendering it for nothing).
-                async with self.store.exclusive("groups") as mine:
-                    due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
-                    began = time.monotonic()
-                    for group in due:
-                        await self._send(group)
-                        if time.monotonic() - began > _HOLD:
-                            break  # let go for a moment: another instance may take a turn
-                if due:
-                    self._sent()
-                if mine:
+                if await self.send_due() is not None:
                     continue
                 # Another instance is sending them; take over if it stops.
                 await asyncio.sleep(_POLL)
@@ -159,28 +149,44 @@ class GroupStage:
                     await self._wake.wait()
             self._wake.clear()
 
+    async def send_due(self) -> int | None:
+        """One pass: send (or hold for quiet hours) the groups due now; how many, or
+        None when another instance holds the groups' lock."""
+        # One instance at a time renders and closes due groups (each closes once in any
+        # case; the lock spares the others rendering it for nothing).
+        async with self.store.exclusive("groups") as mine:
+            due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
+            began = time.monotonic()  # how long this pass holds the lock, not product time
+            for group in due:
+                await self._send(group)
+                if time.monotonic() - began > _HOLD:
+                    break  # let go for a moment: another instance may take a turn
+        if due:
+            self._sent()
+        return len(due) if mine else None
+
     async def _send(self, group: DueGroup) -> None:
-        if group.reason != "quiet":
-            config = self._config()
-            rule = next((r for r in config.rules if r.name == group.rule), None)
-            until = quiet_until(calendars_for(config, rule, group.destination), self.clock())
-            if until is not None:
-                # Due in quiet hours: its messages wait for them to end, with the rest.
-                held = await self.store.hold_group(group, until, self.clock())
-                if held is not None:
-                    logger.info(
-                        "group %s of rule %s (key %r): %d message%s held for quiet hours"
-                        " until %s in group %s",
-                        group.id,
-                        group.rule,
-                        group.key,
-                        group.count,
-                        "" if group.count == 1 else "s",
-                        iso_time(until),
-                        held,
-                        extra={"rule": group.rule, "destination": group.destination},
-                    )
-                return
+        config = self._config()
+        rule = next((r for r in config.rules if r.name == group.rule), None)
+        quiet = quiet_until(calendars_for(config, rule, group.destination), self.clock())
+        until = noise.when_due(group.reason, quiet)
+        if until is not None:
+            # Due in quiet hours: its messages wait for them to end, with the rest.
+            held = await self.store.hold_group(group, until, self.clock())
+            if held is not None:
+                logger.info(
+                    "group %s of rule %s (key %r): %d message%s held for quiet hours"
+                    " until %s in group %s",
+                    group.id,
+                    group.rule,
+                    group.key,
+                    group.count,
+                    "" if group.count == 1 else "s",
+                    iso_time(until),
+                    held,
+                    extra={"rule": group.rule, "destination": group.destination},
+                )
+            return
         digest = None
         if group.count > 1:
             members = await self.store.group_members(group.id, SHOWN)

@@ -11,13 +11,12 @@ from typing import Any
 import msgspec
 
 from relayhook.model import CircuitState, Event
+from relayhook.policy.noise import shown_key
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
-    "HELD_REASONS",
     "MADE_SQL",
     "NO_DESTINATION",
-    "QUIET_KEY",
     "STORED_EVENT_SQL",
     "circuit_of",
     "destination_view",
@@ -26,16 +25,12 @@ __all__ = [
     "group_view",
     "member_of",
     "pages_since",
-    "shown_key",
     "silence_of",
     "silence_view",
     "stored_event",
-    "throttle_key",
 ]
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
-HELD_REASONS = ("throttle", "quiet")  # groups named apart from the rule's keys ("throttle:K")
-QUIET_KEY = "quiet:"  # the group quiet hours hold a rule's messages to a destination in
 _decode = msgspec.json.Decoder().decode
 
 # Both backends' reads of stored events and of what routing made of them ({where},
@@ -55,16 +50,6 @@ MADE_SQL = (
     " OR NOT EXISTS (SELECT 1 FROM groups g WHERE g.digest_id = deliveries.id))"
     " GROUP BY event_id, rule, destination, state"
 )
-
-
-def shown_key(key: str, reason: str) -> str:
-    """A group's key as the user wrote it (a throttle's or quiet hours' group has a prefix)."""
-    return key.partition(":")[2] if reason in HELD_REASONS else key
-
-
-def throttle_key(key: str) -> str:
-    """The group a throttle holds the messages past its limit in, for one of its keys."""
-    return f"throttle:{key}"
 
 
 def group_view(row: Row) -> dict[str, Any]:

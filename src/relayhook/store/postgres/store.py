@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.ops.redact import redact_url
 from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.store import events, groups
 from relayhook.store.base import (
     DeliveryFilter,
     Digest,
@@ -29,9 +30,12 @@ from relayhook.store.base import (
     QueueStats,
     StoredEvent,
 )
-from relayhook.store.postgres import deliveries, destinations, events, groups, reads, silences
+from relayhook.store.postgres import deliveries, destinations, reads, silences
 from relayhook.store.postgres.connections import Connections
+from relayhook.store.postgres.db import PostgresDb
+from relayhook.store.postgres.events import add_events
 from relayhook.store.rows import pages_since
+from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
 
@@ -65,6 +69,14 @@ class PostgresStore:
     def where(self) -> str:
         return redact_url(self.dsn)
 
+    async def _tx(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+        """Statements written once (store/sql.py) in one transaction."""
+        return await self._db.run(lambda conn: work(PostgresDb(conn)))
+
+    async def _read(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+        """Statements written once, each standing alone (no BEGIN and COMMIT)."""
+        return await self._db.read(lambda conn: work(PostgresDb(conn)))
+
     def exclusive(self, job: str) -> contextlib.AbstractAsyncContextManager[bool]:
         return self._db.exclusive(job, self.hold_idle)
 
@@ -85,7 +97,7 @@ class PostgresStore:
                 rows = [(e, _encode(dict(e.headers)).decode()) for e, _ in batch]
                 # Not announced: the instance that stored them routes them (others adopt
                 # them only if it does not, see RouteStage).
-                return await events.add_events(conn, rows)
+                return await add_events(conn, rows)
 
             try:
                 results = await self._db.run(store)
@@ -101,13 +113,13 @@ class PostgresStore:
     async def events_to_route(
         self, limit: int, received_before: float | None = None
     ) -> list[Event]:
-        return await self._db.read(
+        return await self._read(
             partial(events.events_to_route, limit=limit, received_before=received_before)
         )
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         async def save(conn: Conn) -> list[bool]:
-            saved = await events.save_routings(conn, routings, now)
+            saved = await events.save_routings(PostgresDb(conn), routings, now)
             if any(r.messages for r in routings):
                 await self._announce(conn, "deliveries")
             if any(m.may_wait for r in routings for m in r.messages):
@@ -204,25 +216,25 @@ class PostgresStore:
         return await self._db.run(run)
 
     async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._db.read(partial(groups.due_groups, now=now, limit=limit))
+        return await self._read(partial(groups.due_groups, now=now, limit=limit))
 
     async def next_group_due(self) -> float | None:
-        return await self._db.read(groups.next_group_due)
+        return await self._read(groups.next_group_due)
 
     async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._db.read(partial(groups.group_members, group_id=group_id, limit=limit))
+        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
 
     async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._db.run(partial(groups.close_group, group=group, digest=digest, now=now))
+        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
 
     async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._db.run(partial(groups.hold_group, group=group, until=until, now=now))
+        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
 
     async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._db.read(groups.waiting_groups)
+        return await self._read(groups.waiting_groups)
 
     async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._db.run(partial(groups.send_group_now, group_id=group_id, now=now))
+        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
 
     async def add_silence(
         self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,

@@ -1,0 +1,1 @@
+"""The product's rules as pure functions: state and a time in, what to write out."""
