@@ -12,7 +12,7 @@ import click
 
 from relayhook.cli.base import cli, config_option, fail, when, with_log
 from relayhook.config import units
-from relayhook.route.silence import Matcher, parse_matcher
+from relayhook.policy.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
 
 __all__ = ["silence"]

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from relayhook.model import CircuitState, Event
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
     "HELD_REASONS",

@@ -22,8 +22,8 @@ from relayhook.config import units
 from relayhook.config.settings import Config
 from relayhook.deliver.probe import TEST_BODY, TEST_TITLE, destination_report, send_test
 from relayhook.deliver.senders.base import Sender
+from relayhook.policy.silence import Matcher, parse_matcher
 from relayhook.receive.auth import bearer_token
-from relayhook.route.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
 
 __all__ = ["Control", "admin_router"]

@@ -14,7 +14,7 @@ from litestar.response import Redirect
 
 from relayhook.config import units
 from relayhook.deliver.probe import send_test
-from relayhook.route.silence import Silence, parse_matcher, silencing
+from relayhook.policy.silence import Silence, parse_matcher, silencing
 from relayhook.store.base import DeliveryFilter
 from relayhook.web.ui.base import UI, parse_since
 from relayhook.web.ui.pages import STATES
