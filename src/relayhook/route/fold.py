@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relayhook.config.settings import Config, QuietHours
+from relayhook.config.settings import Config
 from relayhook.model import Grouping, Message
-from relayhook.route.quiet import calendars_for, quiet_until
+from relayhook.policy.quiet import QuietHours, quiet_until
+from relayhook.route.quiet import calendars_for
 from relayhook.store.rows import QUIET_KEY, shown_key, throttle_key
 
 __all__ = ["Fold", "Folds"]

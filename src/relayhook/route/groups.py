@@ -21,9 +21,10 @@ from markupsafe import Markup
 
 from relayhook.config.settings import Config, Rule
 from relayhook.ops.metrics import Metrics
+from relayhook.policy.quiet import quiet_until
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.match import escapers, iso_time
-from relayhook.route.quiet import calendars_for, quiet_until
+from relayhook.route.quiet import calendars_for
 from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
 from relayhook.store.rows import shown_key
