@@ -17,7 +17,7 @@ from relayhook.errors import Problem
 from relayhook.ops.redact import Redactor
 from relayhook.policy.quiet import QuietHours
 from relayhook.receive.auth import Network, Verifier
-from relayhook.route.escape import Family
+from relayhook.text.escape import Family
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

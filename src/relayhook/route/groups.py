@@ -25,9 +25,9 @@ from relayhook.policy.quiet import quiet_until
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.match import escapers, iso_time
 from relayhook.route.quiet import calendars_for
-from relayhook.route.templating import ESCAPE, compile_template, describe_error
 from relayhook.store.base import Digest, DueGroup, Store
 from relayhook.store.rows import shown_key
+from relayhook.text.templating import ESCAPE, compile_template, describe_error
 
 __all__ = ["SHOWN", "GroupStage", "render_digest"]
 
