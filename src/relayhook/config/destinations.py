@@ -24,7 +24,7 @@ from relayhook.config.yamlnodes import Problems, YMap
 from relayhook.deliver.senders import console  # noqa: F401 - registers console://
 from relayhook.errors import kind_of
 from relayhook.ops.redact import redact_url
-from relayhook.receive.auth import check_standard_secret
+from relayhook.policy.signatures import check_standard_secret
 from relayhook.text.escape import Family, family_of
 from relayhook.text.templating import TemplateError, compile_template
 

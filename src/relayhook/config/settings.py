@@ -15,8 +15,9 @@ import jinja2
 
 from relayhook.errors import Problem
 from relayhook.ops.redact import Redactor
+from relayhook.policy.networks import Network
 from relayhook.policy.quiet import QuietHours
-from relayhook.receive.auth import Network, Verifier
+from relayhook.policy.signatures import Verifier
 from relayhook.text.escape import Family
 
 __all__ = [

@@ -1,1 +1,1 @@
-"""Product rules with no I/O, below every floor that reads them: silences, quiet hours."""
+"""Product rules with no I/O, below all that read them: silences, quiet hours, who may send."""

@@ -21,8 +21,8 @@ from litestar.params import Parameter
 from relayhook.config.settings import Config
 from relayhook.deliver.probe import TEST_BODY, TEST_TITLE, destination_report, send_test
 from relayhook.deliver.senders.base import Sender
+from relayhook.policy.signatures import bearer_token
 from relayhook.policy.silence import Matcher, parse_matcher
-from relayhook.receive.auth import bearer_token
 from relayhook.store.base import Store
 from relayhook.text import units
 
