@@ -21,8 +21,8 @@ from relayhook.config.settings import (
     WebhookDestination,
 )
 from relayhook.config.yamlnodes import Problems, YMap
-from relayhook.deliver.senders import console  # noqa: F401 - registers console://
 from relayhook.errors import kind_of
+from relayhook.ops import console  # noqa: F401 - registers console:// before URLs are checked
 from relayhook.ops.redact import redact_url
 from relayhook.policy.signatures import check_standard_secret
 from relayhook.text.escape import Family, family_of
