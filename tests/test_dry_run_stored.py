@@ -22,8 +22,8 @@ from conftest import CONFIG_HEAD, REPO, run_relayhook
 from pg import fresh_database
 from relayhook.config.load import load_config
 from relayhook.model import NewEvent, Routing
+from relayhook.policy.silence import parse_matcher
 from relayhook.route.quiet import hold_quiet
-from relayhook.route.silence import parse_matcher
 from relayhook.route.stage import route_event
 from relayhook.store.open import open_store
 from support import HTTPSink, db_count, running, wait_for

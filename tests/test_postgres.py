@@ -210,7 +210,7 @@ def _sqlite_log(path: Path, events: int) -> None:
         NewEvent,
         Routing,
     )
-    from relayhook.route.silence import Matcher
+    from relayhook.policy.silence import Matcher
     from relayhook.store.sqlite.store import SqliteStore
 
     async def fill() -> None:

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from conftest import run_relayhook
-from relayhook.config.settings import QuietHours, QuietWindow
-from relayhook.route.quiet import quiet_at, quiet_until
+from relayhook.policy.quiet import QuietHours, QuietWindow, quiet_at, quiet_until
 from support import HTTPSink, db_rows, running, wait_for
 from test_daemon import make_config
 from test_groups import readings, sent

@@ -362,7 +362,7 @@ def test_every_key_has_a_description() -> None:
 
 
 def test_the_defaults_the_schemas_show_are_the_ones_in_force(tmp_path: Path) -> None:
-    from relayhook.config.units import parse_duration, parse_size
+    from relayhook.text.units import parse_duration, parse_size
 
     config = {
         "rules": "rules",
@@ -426,7 +426,7 @@ def test_the_defaults_the_schemas_show_are_the_ones_in_force(tmp_path: Path) -> 
 
 
 def test_the_auth_schemes_are_the_ones_sources_know() -> None:
-    from relayhook.receive.auth import AUTH_SCHEMES
+    from relayhook.policy.signatures import AUTH_SCHEMES
 
     (schemes,) = [k.type for k in keys.SOURCE.keys if k.name == "auth"]
     assert isinstance(schemes, keytypes.Either)

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from conftest import run_relayhook
-from relayhook.receive.auth import GithubAuth, HmacAuth, StandardWebhooksAuth, StripeAuth
+from relayhook.policy.signatures import GithubAuth, HmacAuth, StandardWebhooksAuth, StripeAuth
 from support import HTTPSink, db_count, running, wait_for
 
 GITHUB_SECRET = "It's a Secret to Everybody"

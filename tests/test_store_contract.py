@@ -36,7 +36,7 @@ from relayhook.model import (
     Routing,
     Throttling,
 )
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import (
     DeliveryFilter,
     Digest,

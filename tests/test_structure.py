@@ -1,4 +1,5 @@
-"""The package's shape: no import loop, small modules, and `__all__` that tells the truth."""
+"""The package's shape: folders in layers, no import loop, small modules, and `__all__`
+that tells the truth."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def imports_of(name: str, path: Path) -> set[str]:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
                 base = f"{base}.{node.module}" if node.module else base
             found.add(base)
-            # `from relayhook.config import units` imports the module relayhook.config.units.
+            # `from relayhook.text import units` imports the module relayhook.text.units.
             found.update(f"{base}.{a.name}" for a in node.names)
     return {m for m in found if m in MODULES and m != name}
 
@@ -83,7 +84,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports() -> None:
     # Guard against a checker that finds nothing: known edges must be there.
     assert "relayhook.model" in GRAPH["relayhook.pipeline"]
-    assert "relayhook.config.units" in GRAPH["relayhook.web.api"]
+    assert "relayhook.text.units" in GRAPH["relayhook.web.api"]
     assert "relayhook.deliver.senders.webhook" in GRAPH["relayhook.deliver.senders.factory"]
 
 
@@ -93,6 +94,54 @@ def test_no_import_loop() -> None:
 
 def test_the_checker_finds_a_loop() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# Bottom to top: a module may import its own layer and those below, never one above.
+# `relayhook` is the package's own __init__.py.
+LAYERS: list[set[str]] = [
+    {"relayhook", "model", "errors", "ops", "policy", "text"},
+    {"config"},
+    {"store"},
+    {"receive"},
+    {"route"},
+    {"deliver"},
+    {"pipeline"},
+    {"web"},
+    {"daemon"},
+    {"cli", "__main__"},
+]
+
+
+def folder_of(name: str) -> str:
+    """The top-level folder (or module) of relayhook that name belongs to."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
+    """Every import of a module in a higher layer than the importer's, as 'a -> b'."""
+    floor = {folder: n for n, layer in enumerate(layers) for folder in layer}
+    return sorted(
+        f"{a} -> {b}"
+        for a, imported in graph.items()
+        for b in imported
+        if floor[folder_of(b)] > floor[folder_of(a)]
+    )
+
+
+def test_every_folder_has_a_layer() -> None:
+    placed = set().union(*LAYERS)
+    assert {folder_of(m) for m in MODULES} - placed == set()
+
+
+def test_no_folder_imports_a_higher_layer() -> None:
+    upward = upward_imports(GRAPH, LAYERS)
+    assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
+
+
+def test_the_checker_finds_an_upward_import() -> None:
+    graph = {"relayhook.config.a": {"relayhook.route.b"}, "relayhook.route.b": set()}
+    assert upward_imports(graph, LAYERS) == ["relayhook.config.a -> relayhook.route.b"]
 
 
 def test_no_sender_imports_the_factory_and_workers_load_no_http_client() -> None:

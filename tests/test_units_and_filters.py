@@ -8,10 +8,10 @@ import pytest
 
 from conftest import BASE_CONFIG, write_config
 from relayhook.config.load import load_config
-from relayhook.config.units import format_duration, parse_duration, parse_size
 from relayhook.config.yamlnodes import expand_env
 from relayhook.errors import ConfigError
-from relayhook.route.templating import compile_template, datetimeformat, duration, isoparse
+from relayhook.text.templating import compile_template, datetimeformat, duration, isoparse
+from relayhook.text.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

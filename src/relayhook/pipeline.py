@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from relayhook.config.settings import Config
-from relayhook.config.units import format_duration
 from relayhook.deliver.circuit import Circuits
 from relayhook.deliver.runtime import Runtime
 from relayhook.deliver.scheduler import Scheduler
@@ -27,6 +26,7 @@ from relayhook.route.groups import GroupStage
 from relayhook.route.noise import Silences
 from relayhook.route.stage import RouteStage
 from relayhook.store.base import Store, StoreError
+from relayhook.text.units import format_duration
 
 __all__ = ["Pipeline"]
 

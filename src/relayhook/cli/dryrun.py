@@ -16,10 +16,11 @@ from relayhook.cli.stored import DEFAULT_SINCE, test_stored
 from relayhook.config.settings import Config
 from relayhook.errors import EventError
 from relayhook.model import Event
+from relayhook.policy.quiet import quiet_at, quiet_until
+from relayhook.policy.silence import Silence, facts_of, silencing
 from relayhook.receive.parse import event_type_of, parse_body
 from relayhook.route.match import RuleOutcome, iso_time, route
-from relayhook.route.quiet import calendars_for, quiet_at, quiet_until
-from relayhook.route.silence import Silence, facts_of, silencing
+from relayhook.route.quiet import calendars_for
 from relayhook.store.base import Store
 from relayhook.store.open import log_exists
 

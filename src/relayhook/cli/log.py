@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from relayhook.cli.base import cli, config_option, fail, indent, when, with_log
-from relayhook.config import units
 from relayhook.model import DeliveryState
 from relayhook.store.base import PruneResult, Store
+from relayhook.text import units
 
 __all__ = ["deliveries", "prune", "replay", "show"]
 

@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from relayhook.cli.base import cli, config_option, fail, when, with_log
-from relayhook.config import units
-from relayhook.route.silence import Matcher, parse_matcher
+from relayhook.policy.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
+from relayhook.text import units
 
 __all__ = ["silence"]
 

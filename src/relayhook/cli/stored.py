@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from relayhook.cli.base import fail, load, when, with_log
-from relayhook.config import units
 from relayhook.route.compare import (
     ERRORS,
     SEND,
@@ -25,6 +24,7 @@ from relayhook.route.compare import (
 )
 from relayhook.route.match import iso_time
 from relayhook.store.base import Store, StoredEvent
+from relayhook.text import units
 
 __all__ = ["DEFAULT_SINCE", "test_stored"]
 

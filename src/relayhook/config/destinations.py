@@ -21,12 +21,12 @@ from relayhook.config.settings import (
     WebhookDestination,
 )
 from relayhook.config.yamlnodes import Problems, YMap
-from relayhook.deliver.senders import console  # noqa: F401 - registers console://
 from relayhook.errors import kind_of
+from relayhook.ops import console  # noqa: F401 - registers console:// before URLs are checked
 from relayhook.ops.redact import redact_url
-from relayhook.receive.auth import check_standard_secret
-from relayhook.route.escape import Family, family_of
-from relayhook.route.templating import TemplateError, compile_template
+from relayhook.policy.signatures import check_standard_secret
+from relayhook.text.escape import Family, family_of
+from relayhook.text.templating import TemplateError, compile_template
 
 __all__ = ["read_destination", "read_retry"]
 

@@ -15,7 +15,7 @@ from relayhook.config.templates import (
     syntax_message,
 )
 from relayhook.config.yamlnodes import Problems, YMap
-from relayhook.route.templating import DIGEST_NAMES, compile_template, undeclared_names
+from relayhook.text.templating import DIGEST_NAMES, compile_template, undeclared_names
 
 __all__ = ["DIGEST_KEYS", "read_digest", "read_group", "read_throttle"]
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relayhook.config.units import DURATION_PATTERN, SIZE_PATTERN
+from relayhook.text.units import DURATION_PATTERN, SIZE_PATTERN
 
 __all__ = [
     "ByKey",

@@ -27,7 +27,7 @@ from relayhook.config.sources import read_source
 from relayhook.config.yamlnodes import Problems, YMap, load_yaml
 from relayhook.errors import ConfigError, Problem
 from relayhook.ops.redact import Redactor, url_secrets
-from relayhook.receive.auth import parse_networks
+from relayhook.policy.networks import parse_networks
 
 __all__ = ["load_config", "parse_listen", "resolve_path"]
 

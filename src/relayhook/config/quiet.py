@@ -9,10 +9,9 @@ from typing import Any
 
 from relayhook.config.keys import CALENDAR, WINDOW
 from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
-from relayhook.config.settings import QuietHours, QuietWindow
 from relayhook.config.yamlnodes import Problems, YMap
 from relayhook.errors import kind_of
-from relayhook.route.quiet import WEEKDAYS, always_quiet
+from relayhook.policy.quiet import WEEKDAYS, QuietHours, QuietWindow, always_quiet
 
 __all__ = ["read_quiet_hours", "read_quiet_name"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from relayhook.config.units import parse_duration, parse_size
 from relayhook.config.yamlnodes import Problems, YMap
 from relayhook.errors import kind_of
+from relayhook.text.units import parse_duration, parse_size
 
 __all__ = ["Reader", "check_keys", "did_you_mean", "expect_map"]
 

@@ -23,7 +23,7 @@ from relayhook.config.templates import (
     syntax_message,
 )
 from relayhook.config.yamlnodes import Problems, YList, YMap, load_yaml
-from relayhook.route.templating import (
+from relayhook.text.templating import (
     CONTEXT_NAMES,
     compile_expression,
     compile_template,

@@ -9,15 +9,16 @@ import fnmatch
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import tzinfo
 from typing import Any, Literal
 
 import jinja2
 
 from relayhook.errors import Problem
 from relayhook.ops.redact import Redactor
-from relayhook.receive.auth import Network, Verifier
-from relayhook.route.escape import Family
+from relayhook.policy.networks import Network
+from relayhook.policy.quiet import QuietHours
+from relayhook.policy.signatures import Verifier
+from relayhook.text.escape import Family
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -31,8 +32,6 @@ __all__ = [
     "Destination",
     "FieldRef",
     "GroupPolicy",
-    "QuietHours",
-    "QuietWindow",
     "RetryPolicy",
     "Rule",
     "Source",
@@ -198,31 +197,6 @@ class ThrottlePolicy:
     key: jinja2.Template | None
     limit: int
     per: float
-
-
-@dataclass(frozen=True, slots=True)
-class QuietWindow:
-    """One line of a calendar: on these weekdays (0 is Monday), from start to end, in
-    seconds after local midnight; with the end at or before the start, the morning up to
-    the end and the evening from the start."""
-
-    days: frozenset[int]
-    start: int
-    end: int
-
-    @property
-    def crosses_midnight(self) -> bool:
-        return self.end <= self.start
-
-
-@dataclass(frozen=True, slots=True)
-class QuietHours:
-    """A named `quiet_hours` calendar, read in wall-clock time of its timezone."""
-
-    name: str
-    timezone: str
-    zone: tzinfo
-    windows: tuple[QuietWindow, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,17 +9,16 @@ from relayhook.config.keys import HMAC, SOURCE
 from relayhook.config.reader import Reader, check_keys, did_you_mean, expect_map
 from relayhook.config.settings import FieldRef, Source
 from relayhook.config.yamlnodes import Problems, YMap
-from relayhook.receive.auth import (
+from relayhook.policy.networks import Network, parse_networks
+from relayhook.policy.signatures import (
     AUTH_SCHEMES,
     GithubAuth,
     HmacAuth,
-    Network,
     StandardWebhooksAuth,
     StripeAuth,
     TokenAuth,
     Verifier,
     check_standard_secret,
-    parse_networks,
 )
 
 __all__ = ["read_source"]

@@ -8,7 +8,7 @@ import jinja2
 
 from relayhook.config.reader import did_you_mean
 from relayhook.config.yamlnodes import Problems, YMap
-from relayhook.route.templating import compile_template, undeclared_names, uses_safe
+from relayhook.text.templating import compile_template, undeclared_names, uses_safe
 
 __all__ = ["compile_body", "read_template_file", "report_unknown_names", "syntax_message"]
 

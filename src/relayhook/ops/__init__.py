@@ -1,1 +1,1 @@
-"""Running it: logs, metrics, secret redaction, systemd."""
+"""Running it: logs, the console:// destination, metrics, secret redaction, systemd."""

@@ -23,7 +23,8 @@ from relayhook.errors import EventError
 from relayhook.model import NewEvent
 from relayhook.ops.metrics import Metrics
 from relayhook.ops.redact import CREDENTIAL_HEADERS
-from relayhook.receive.auth import TokenAuth, address_allowed, client_address
+from relayhook.policy.networks import address_allowed, client_address
+from relayhook.policy.signatures import TokenAuth
 from relayhook.receive.parse import dedupe_key, event_type_of, parse_body
 from relayhook.store.base import StoreError
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from relayhook.config.settings import Config
 from relayhook.model import Event
+from relayhook.policy.silence import Silence, facts_of, silencing
 from relayhook.route.fold import Fold, Folds
 from relayhook.route.match import RuleOutcome, route
-from relayhook.route.silence import Silence, facts_of, silencing
 from relayhook.store.base import Made, StoredEvent
 
 __all__ = [

@@ -13,11 +13,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from relayhook.config.settings import Config, QuietHours
+from relayhook.config.settings import Config
 from relayhook.model import DeliveryState, Message
 from relayhook.policy import noise
 from relayhook.policy.noise import QUIET_KEY, Hold, Window
-from relayhook.route.quiet import calendars_for, quiet_until
+from relayhook.policy.quiet import QuietHours, quiet_until
+from relayhook.route.quiet import calendars_for
 
 __all__ = ["Fold", "Folds", "Group"]
 

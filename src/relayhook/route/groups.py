@@ -23,11 +23,12 @@ from relayhook.config.settings import Config, Rule
 from relayhook.ops.metrics import Metrics
 from relayhook.policy import noise
 from relayhook.policy.noise import shown_key
+from relayhook.policy.quiet import quiet_until
 from relayhook.route.budget import RenderTimeout, budget
 from relayhook.route.match import escapers, iso_time
-from relayhook.route.quiet import calendars_for, quiet_until
-from relayhook.route.templating import ESCAPE, compile_template, describe_error
+from relayhook.route.quiet import calendars_for
 from relayhook.store.base import Digest, DueGroup, Store
+from relayhook.text.templating import ESCAPE, compile_template, describe_error
 
 __all__ = ["SHOWN", "GroupStage", "render_digest"]
 

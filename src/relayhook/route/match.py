@@ -19,8 +19,8 @@ from relayhook.errors import kind_of
 from relayhook.model import Event, Grouping, Message, Throttling
 from relayhook.ops.redact import CREDENTIAL_HEADERS
 from relayhook.route.budget import RenderTimeout, budget
-from relayhook.route.escape import Escaper, Family, escaper_for
-from relayhook.route.templating import ESCAPE, describe_error
+from relayhook.text.escape import Escaper, Family, escaper_for
+from relayhook.text.templating import ESCAPE, describe_error
 
 __all__ = ["RuleOutcome", "context_of", "escapers", "iso_time", "route"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
-from relayhook.route.silence import Silence, facts_of, silencing
+from relayhook.policy.silence import Silence, facts_of, silencing
 from relayhook.store.base import Store
 
 __all__ = ["Silences"]

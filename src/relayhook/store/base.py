@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
     "DeliveryFilter",

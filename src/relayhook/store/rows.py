@@ -12,7 +12,7 @@ import msgspec
 
 from relayhook.model import CircuitState, Event
 from relayhook.policy.noise import shown_key
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
     "MADE_SQL",

@@ -18,13 +18,13 @@ from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from relayhook.config import units
 from relayhook.config.settings import Config
 from relayhook.deliver.probe import TEST_BODY, TEST_TITLE, destination_report, send_test
 from relayhook.deliver.senders.base import Sender
-from relayhook.receive.auth import bearer_token
-from relayhook.route.silence import Matcher, parse_matcher
+from relayhook.policy.signatures import bearer_token
+from relayhook.policy.silence import Matcher, parse_matcher
 from relayhook.store.base import Store
+from relayhook.text import units
 
 __all__ = ["Control", "admin_router"]
 

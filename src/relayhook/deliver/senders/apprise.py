@@ -22,8 +22,8 @@ import apprise
 from apprise.decorators.base import CustomNotifyPlugin
 
 from relayhook.config.settings import AppriseDestination
-from relayhook.deliver.senders import console
 from relayhook.model import TIMEOUT, Delivery, Outcome
+from relayhook.ops import console
 
 __all__ = ["RATE_LIMIT_WAIT", "AppriseSender", "apprise_for", "body_format", "judge", "notify_type"]
 

@@ -14,7 +14,7 @@ import aiohttp
 
 from relayhook.config.settings import WebhookDestination
 from relayhook.model import TIMEOUT, Delivery, Outcome
-from relayhook.receive.auth import standard_key
+from relayhook.policy.signatures import standard_key
 
 __all__ = ["WebhookSender", "sign_standard_webhook"]
 

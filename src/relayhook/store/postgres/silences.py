@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.rows import dump_matchers, facts_of, silence_of, silence_view
 
 __all__ = [

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
 from relayhook.ops.redact import redact_url
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store import events, groups
 from relayhook.store.base import (
     DeliveryFilter,

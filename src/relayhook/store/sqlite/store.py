@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
-from relayhook.route.silence import Matcher, Silence, SilenceFacts
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store import events, groups
 from relayhook.store.base import (
     DeliveryFilter,

@@ -12,10 +12,10 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Redirect
 
-from relayhook.config import units
 from relayhook.deliver.probe import send_test
-from relayhook.route.silence import Silence, parse_matcher, silencing
+from relayhook.policy.silence import Silence, parse_matcher, silencing
 from relayhook.store.base import DeliveryFilter
+from relayhook.text import units
 from relayhook.web.ui.base import UI, parse_since
 from relayhook.web.ui.pages import STATES
 from relayhook.web.ui.session import COOKIE, LIFETIME, came_over_https

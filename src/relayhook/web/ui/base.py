@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 from litestar import Request, Response
 from litestar.response import Redirect
 
-from relayhook.config import units
 from relayhook.config.settings import Config
 from relayhook.store.base import Store
+from relayhook.text import units
 from relayhook.web.api import Control
 from relayhook.web.ui.render import CSP, page
 from relayhook.web.ui.session import COOKIE, Sessions

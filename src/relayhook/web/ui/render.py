@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import jinja2
 
-from relayhook.config.units import format_duration
+from relayhook.text.units import format_duration
 
 __all__ = ["CSP", "STATIC", "page"]
 

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 
-from relayhook.receive.auth import Network, address_allowed
+from relayhook.policy.networks import Network, address_allowed
 
 __all__ = ["COOKIE", "LIFETIME", "Sessions", "came_over_https"]
 

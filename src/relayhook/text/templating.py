@@ -18,7 +18,7 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from relayhook.config.units import format_duration
+from relayhook.text.units import format_duration
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -184,7 +184,7 @@ def compile_template(source: str, *, html: bool = False, plain: bool = False) ->
     """Compile once at load; raises jinja2.TemplateSyntaxError with a line number.
 
     A message template escapes the data it interpolates for where the message goes
-    (route.escape; HTML by autoescape); a plain one (a webhook's JSON body, a severity)
+    (text.escape; HTML by autoescape); a plain one (a webhook's JSON body, a severity)
     leaves data as it is.
     """
     return (_PLAIN if plain else _HTML if html else _TEXT).from_string(source)

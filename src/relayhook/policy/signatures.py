@@ -1,5 +1,5 @@
-"""Who may send events: shared tokens, HMAC signatures (generic, GitHub, Stripe,
-Standard Webhooks) and client address lists.
+"""Who may send events: shared tokens and HMAC signatures (generic, GitHub, Stripe,
+Standard Webhooks).
 
 Every comparison is constant-time and runs over every configured secret, so neither
 timing nor the answer tells which secret was close. A refusal names what was wrong
@@ -12,29 +12,23 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = [
     "AUTH_SCHEMES",
     "GithubAuth",
     "HmacAuth",
-    "Network",
     "StandardWebhooksAuth",
     "StripeAuth",
     "TokenAuth",
     "Verifier",
-    "address_allowed",
     "bearer_token",
     "check_standard_secret",
-    "client_address",
-    "parse_networks",
     "standard_key",
 ]
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
@@ -218,41 +212,3 @@ def check_standard_secret(secret: str) -> str | None:
     except (binascii.Error, ValueError):
         return "standard_webhooks secret must be base64 (optionally prefixed whsec_)"
     return None if key else "standard_webhooks secret is empty"
-
-
-def parse_networks(values: Iterable[Any]) -> tuple[list[Network], list[str]]:
-    """CIDRs (or single addresses) parsed, and the values that are not."""
-    networks, bad = [], []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(str(value).strip(), strict=False))
-        except ValueError:
-            bad.append(str(value))
-    return networks, bad
-
-
-def _in(address: str, networks: Iterable[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
-def client_address(
-    peer: str | None, forwarded_for: str | None, trusted: Iterable[Network]
-) -> str | None:
-    """The client's address: X-Forwarded-For is believed only from trusted proxies,
-    and then the rightmost address that is not itself a trusted proxy."""
-    trusted = list(trusted)
-    if peer is None or not forwarded_for or not _in(peer, trusted):
-        return peer
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _in(hop, trusted):
-            return hop
-    return hops[0] if hops else peer
-
-
-def address_allowed(address: str | None, allowed: Iterable[Network]) -> bool:
-    return address is not None and _in(address, allowed)

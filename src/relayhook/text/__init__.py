@@ -1,0 +1,1 @@
+"""Text below config: templates, escaping for each destination, durations and sizes."""
