@@ -380,7 +380,16 @@ def test_sigkill_after_ack_loses_nothing(tmp_path: Path) -> None:
     down = HTTPSink()  # its port is not listening yet: the destination is down
     config = make_config(
         tmp_path,
-        {"hook": {"url": down.url("/c"), "concurrency": 16}},
+        # What is proven here is that none is lost, not how fast they drain: no circuit
+        # (opened by the refused sends, it held them for its 30-s probe after the restart),
+        # and a webhook (apprise's json:// went at 30 a second, in a thread each).
+        {
+            "hook": {
+                "webhook": f"http://127.0.0.1:{down.port}/c",
+                "concurrency": 16,
+                "circuit": "off",
+            }
+        },
         {"all.yaml": echo_rule(["hook"])},
         retry="{attempts: 1000, first_delay: 100ms, max_delay: 1s}",
     )
