@@ -116,8 +116,9 @@ class Relay:
         await self.settle()
 
     async def settle(self, quiet_rounds: int = 3, within: float = 10.0) -> None:
-        """Until the relay has nothing left to do at this time: no attempt in flight and
-        the log unchanged over a few wake-ups in a row."""
+        """Until the relay has nothing left to do at this time: no attempt in flight, no
+        event waiting to be routed, no group due, and the log unchanged over a few
+        wake-ups in a row (a render in a thread, a write under way, show as changes)."""
         deadline = time.monotonic() + within
         last: Any = None
         same = 0
@@ -127,8 +128,18 @@ class Relay:
             self.wake()
             await asyncio.sleep(0.02)
             seen = (self.pipeline.in_flight, self._snapshot())
-            same = same + 1 if seen == last and seen[0] == 0 else 0
+            idle = seen[0] == 0 and not self._due_work()
+            same = same + 1 if seen == last and idle else 0
             last = seen
+
+    def _due_work(self) -> int:
+        """Events not routed yet and groups due now: work the stages have still to do."""
+        with contextlib.closing(sqlite3.connect(self.database)) as conn:
+            sql = (
+                "SELECT (SELECT COUNT(*) FROM events WHERE state = 'received')"
+                " + (SELECT COUNT(*) FROM groups WHERE state != 'sent' AND due_at <= ?)"
+            )
+            return int(conn.execute(sql, (self.clock.now,)).fetchone()[0])
 
     def _snapshot(self) -> tuple[Any, ...]:
         with contextlib.closing(sqlite3.connect(self.database)) as conn:
