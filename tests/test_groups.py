@@ -233,11 +233,15 @@ def test_a_throttle_sends_the_limit_then_one_digest_at_the_window_end(
 
     async def main() -> None:
         async with relay(config, sink) as r:
+            start = r.clock.now
             for n in range(7):
                 await r.post(readings(n, "65a7"))
-            await r.advance(4.9)
-            # (The two go at once, so either may arrive first.)
+            await r.settle()
+            # The two under the limit at once (so either may arrive first), the rest held.
             assert sorted(m["title"] for m in sent(sink)) == ["65a7 t0.0", "65a7 t1.0"]
+            assert [x.at for x in sink.at("/g")] == [start, start]
+            await r.advance(4.9)
+            assert len(sent(sink)) == 2
             await r.advance(0.1)
             assert [m["title"] for m in sent(sink)][2:] == ["5 readings for meter 65a7 (throttle)"]
             assert sent(sink)[2]["body"].splitlines() == [f"- 65a7 t{n}.0" for n in range(2, 7)]
