@@ -142,9 +142,6 @@ class GroupStage:
                 # in any case; the lock spares the others rendering it for nothing).
                 async with self.store.exclusive("groups") as mine:
                     due = await self.store.due_groups(self.clock(), _BATCH) if mine else []
-                    # Real elapsed work, not the clock: it bounds how long this pass holds
-                    # a lock the database server times out in real seconds, and decides
-                    # no group's timing (which is all self.clock's).
                     began = time.monotonic()
                     for group in due:
                         await self._send(group)
