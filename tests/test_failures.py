@@ -97,8 +97,10 @@ def test_an_outage_kills_nothing_probes_once_per_interval_and_drains_in_order(
 
 
 def test_a_12s_outage_on_a_real_daemon_kills_nothing(tmp_path: Path, sink: HTTPSink) -> None:
-    """The outage above on the real clock, shortened: without the circuit, three attempts
-    100 ms apart would have killed them all within a second."""
+    """The outage above on the real clock, shortened, with a SIGKILL in it: without the
+    circuit, three attempts 100 ms apart would have killed them all within a second; the
+    open circuit is on disk by the time it says so, and the restarted daemon probes on
+    its schedule (exactly so: the in-process restart test above)."""
     sink.responses["/hook"] = [503]
     config = hook_config(tmp_path, sink, {"circuit": {"failures": 5, "probe": "2s"}})
     db = tmp_path / "relayhook.db"
@@ -107,6 +109,9 @@ def test_a_12s_outage_on_a_real_daemon_kills_nothing(tmp_path: Path, sink: HTTPS
             assert d.post(event(n))[0] == 202
         down_at = time.monotonic()
         wait_for(lambda: "circuit for hook opened" in d.log(), 10, "the circuit to open")
+        d.kill()
+    with running(config) as d:
+        assert "circuit for hook is open (since the last run)" in d.log()
         time.sleep(max(0.0, 12 - (time.monotonic() - down_at)))
         during = sorted(x.at for x in sink.at("/hook"))
         assert db_count(db, "deliveries", "state = 'dead'") == 0
