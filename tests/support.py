@@ -63,6 +63,7 @@ class HTTPSink:
     lock: threading.Lock = field(default_factory=threading.Lock)
     hang_seconds: float = 30.0
     delay: float = 0.0  # every answer waits this long first
+    clock: Callable[[], float] = time.time  # what `Received.at` reads (a fake clock in process)
 
     def __post_init__(self) -> None:
         sink = self
@@ -78,7 +79,7 @@ class HTTPSink:
                 body = self.rfile.read(length)
                 path = self.path.split("?")[0]
                 with sink.lock:
-                    sink.received.append(Received(path, dict(self.headers), body, time.time()))
+                    sink.received.append(Received(path, dict(self.headers), body, sink.clock()))
                     script = sink.responses.get(path, [200])
                     status = script.pop(0) if len(script) > 1 else script[0]
                 extra: dict[str, str] = {}

@@ -1,12 +1,14 @@
-"""When a destination fails, against a real daemon, sink, SMTP server and database: the
-circuit holds an outage without killing deliveries, a dead delivery falls back to email,
-send-test tries a destination by hand, status shows how each stands."""
+"""When a destination fails: the circuit holds an outage without killing deliveries, a
+dead delivery falls back to email, send-test tries a destination by hand, status shows
+how each stands. The circuit's, the rest's and the orphans' timing run in process on a
+clock moved by hand (tests/inproc.py: the real daemon, store, app and senders, against a
+real sink and SMTP server); a 12-s outage on a real daemon keeps the real timers honest."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,9 @@ from typing import Any
 import pytest
 
 from conftest import run_relayhook
+from inproc import FakeClock, relay, run
 from support import HTTPSink, SMTPSink, db_count, db_rows, free_port, running, wait_for
-from test_daemon import echo_rule, event, make_config, show
+from test_daemon import echo_rule, event, make_config
 
 ADMIN = "failures-admin-token-0123456789"
 
@@ -54,78 +57,122 @@ def test_an_outage_kills_nothing_probes_once_per_interval_and_drains_in_order(
 ) -> None:
     sink.responses["/hook"] = [503]
     config = hook_config(tmp_path, sink, {"circuit": {"failures": 5, "probe": "5s"}})
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            down_at = r.clock.now
+            for n in range(200):  # a millisecond apart: the drain's order is theirs
+                assert (await r.post(event(n)))[0] == 202
+                r.clock.advance(0.001)
+            await r.advance(0.8)
+            for _ in range(24):  # a minute down, looked at every 2.5 s
+                await r.advance(2.5)
+                assert r.count("deliveries", "state = 'dead'") == 0
+            during = [x.at - down_at for x in sink.at("/hook")]
+            sink.responses["/hook"] = [200]
+            await r.advance(5)  # the next probe goes through and the backlog drains
+            assert r.count("deliveries", "state = 'delivered'") == 200
+            assert r.count("deliveries", "state = 'dead'") == 0
+            status = await r.request(
+                "GET", "/api/status", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+        # While it was down: the first run of failures (at most failures + concurrency, all
+        # while they came in), then one probe per interval: 5 s, 10 s, then max_delay 10 s
+        # (seen at the first look after each was due: the looks are at 1 s + 2.5 s * n).
+        burst = [t for t in during if t < 0.2]
+        assert 5 <= len(burst) <= 5 + 8, during
+        probes = during[len(burst) :]
+        assert probes == pytest.approx([6.0, 16.0, 26.0, 36.0, 46.0, 56.0], abs=0.01), during
+        assert probes[0] - burst[-1] >= 5.0
+        # After it came back: all of them. (In the order they first fell due: the clock
+        # stands still while they drain here, so that order is checked on the real clock
+        # below, and exactly in test_circuit_stage.)
+        after = delivered_ids(sink)[len(during) :]
+        assert sorted(after) == sorted(f"d-{n}" for n in range(200))
+        (hook,) = status[1]["destinations"]
+        assert (hook["destination"], hook["circuit"], hook["queue"]) == ("hook", "closed", 0)
+        assert hook["last_success_at"] is not None and "HTTP 503" in hook["last_error"]
+
+    run(main)
+
+
+def test_a_12s_outage_on_a_real_daemon_kills_nothing(tmp_path: Path, sink: HTTPSink) -> None:
+    """The outage above on the real clock, shortened, with a SIGKILL in it: without the
+    circuit, three attempts 100 ms apart would have killed them all within a second; the
+    open circuit is on disk by the time it says so, and the restarted daemon probes on
+    its schedule (exactly so: the in-process restart test above)."""
+    sink.responses["/hook"] = [503]
+    config = hook_config(tmp_path, sink, {"circuit": {"failures": 5, "probe": "2s"}})
+    db = tmp_path / "relayhook.db"
     with running(config) as d:
-        for n in range(200):
+        for n in range(50):
             assert d.post(event(n))[0] == 202
         down_at = time.monotonic()
         wait_for(lambda: "circuit for hook opened" in d.log(), 10, "the circuit to open")
-        time.sleep(max(0.0, 60 - (time.monotonic() - down_at)))
-        during = sorted(r.at for r in sink.at("/hook"))
+        d.kill()
+    with running(config) as d:
+        assert "circuit for hook is open (since the last run)" in d.log()
+        time.sleep(max(0.0, 12 - (time.monotonic() - down_at)))
+        during = sorted(x.at for x in sink.at("/hook"))
+        assert db_count(db, "deliveries", "state = 'dead'") == 0
         sink.responses["/hook"] = [200]
-        assert db_count(tmp_path / "relayhook.db", "deliveries", "state = 'dead'") == 0
-        wait_for(
-            lambda: len(sink.at("/hook")) >= len(during) + 200, 40, "the backlog after it returns"
-        )
-        status = d.request("GET", "/api/status", headers={"Authorization": f"Bearer {ADMIN}"})
-    assert db_count(tmp_path / "relayhook.db", "deliveries", "state = 'delivered'") == 200
-    assert db_count(tmp_path / "relayhook.db", "deliveries", "state = 'dead'") == 0
-    # While it was down: the first run of failures (at most failures + concurrency, all
-    # within a moment), then the probes, at most one per interval (5 s, 10 s, then
-    # max_delay 10 s).
-    burst = [t for t in during if t - during[0] < 2.0]
+        wait_for(lambda: db_count(db, "deliveries", "state = 'delivered'") == 50, 30, "all")
+    assert db_count(db, "deliveries", "state = 'dead'") == 0
+    burst = [t for t in during if t - during[0] < 1.0]
     probes = during[len(burst) :]
-    assert len(burst) <= 5 + 8, len(burst)
+    assert len(burst) <= 5 + 8 and 1 <= len(probes) <= 6, (burst, probes)
     gaps = [b - a for a, b in itertools.pairwise([burst[-1], *probes])]
-    assert all(gap >= 4.5 for gap in gaps), gaps
-    assert 4 <= len(probes) <= 12, probes
-    # After it came back: all of them, sent in the order they first fell due (made), give
-    # or take the sends in flight at once (8). (The sink may see a few late: HTTP
-    # connections do not keep order.)
-    after = delivered_ids(sink)[len(during) :]
-    assert sorted(after) == sorted(f"d-{n}" for n in range(200))
+    assert all(gap >= 1.5 for gap in gaps), gaps  # never before the probe interval
+    # The backlog went in the order it first fell due (made), give or take the sends in
+    # flight at once (8).
     sent = db_rows(
-        tmp_path / "relayhook.db",
+        db,
         "SELECT d.title FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
         " WHERE a.outcome = 'delivered' ORDER BY a.started_at",
     )
     order = [int(r["title"].split("d-")[-1]) for r in sent]
     assert all(abs(position - n) <= 8 for position, n in enumerate(order)), str(order)
-    (hook,) = status[1]["destinations"]
-    assert (hook["destination"], hook["circuit"], hook["queue"]) == ("hook", "closed", 0)
-    assert hook["last_success_at"] is not None and "HTTP 503" in hook["last_error"]
 
 
 def test_an_open_circuit_stays_open_across_a_restart_and_probes_on_schedule(
-    tmp_path: Path, sink: HTTPSink
+    tmp_path: Path, sink: HTTPSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink.responses["/hook"] = [503]
     config = hook_config(tmp_path, sink, {"circuit": {"failures": 2, "probe": "4s"}})
-    with running(config) as d:
-        for n in range(3):
-            d.post(event(n))
-        wait_for(lambda: "circuit for hook opened" in d.log(), 10, "the circuit to open")
-        opened = time.monotonic()
-        d.kill()
+    clock = FakeClock()
+    opened = clock.now
+
+    async def first() -> None:
+        async with relay(config, sink, clock=clock) as r:
+            for n in range(3):
+                await r.post(event(n))
+            await r.settle()
+            assert "circuit for hook opened" in caplog.text
+            await r.advance(1)
+
+    async def second() -> None:
+        async with relay(config, sink, clock=clock) as r:
+            assert "circuit for hook is open (since the last run)" in caplog.text
+            assert 'relayhook_destination_circuit_open{destination="hook"} 1.0' in (
+                await r.metrics()
+            )
+            await r.advance(2.9)
+            assert len(sink.at("/hook")) == before  # not at once on start
+            await r.advance(0.1)
+            assert [x.at - opened for x in sink.at("/hook")][before:] == [4.0]  # as set before
+            await r.advance(7.9)
+            assert len(sink.at("/hook")) == before + 1  # the next one is 8 s after the first
+            sink.responses["/hook"] = [200]
+            await r.advance(0.1)
+            assert r.count("deliveries", "state = 'delivered'") == 3
+            assert r.count("deliveries", "state = 'dead'") == 0
+
+    run(first)
     before = len(sink.at("/hook"))
     result = run_relayhook("status", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "open, probe" in result.stdout.splitlines()[1]
-    with running(config) as d:
-        assert "circuit for hook is open (since the last run)" in d.log()
-        metrics = d.request("GET", "/metrics")[1]
-        assert 'relayhook_destination_circuit_open{destination="hook"} 1.0' in metrics
-        wait_for(lambda: len(sink.at("/hook")) > before, 15, "the first probe")
-        first = time.monotonic()
-        assert first - opened >= 3.5  # on the schedule set before the restart, not at once
-        time.sleep(5)
-        assert len(sink.at("/hook")) == before + 1  # the next one is 8 s after the first
-        sink.responses["/hook"] = [200]
-        wait_for(
-            lambda: db_count(tmp_path / "relayhook.db", "deliveries", "state = 'delivered'") == 3,
-            20,
-            "all three after the next probe",
-        )
-    assert db_count(tmp_path / "relayhook.db", "deliveries", "state = 'dead'") == 0
+    run(second)
 
 
 def test_a_dead_delivery_falls_back_to_email_once_naming_why(
@@ -139,11 +186,29 @@ def test_a_dead_delivery_falls_back_to_email_once_naming_why(
         retry="{attempts: 3, first_delay: 100ms, max_delay: 200ms}",
         more={"mail": {"url": smtp.url(), "format": "text"}},
     )
-    with running(config) as d:
-        d.post(event(1))
-        wait_for(lambda: len(smtp.messages) == 1, 20, "the fallback email")
-        time.sleep(1.5)  # and no second one
-    assert len(sink.at("/hook")) == 3
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(event(1))
+            await r.settle()
+            for attempts in (1, 2):  # the retries: 100-200 ms, then 200 ms (max_delay)
+                assert (len(sink.at("/hook")), smtp.messages) == (attempts, [])
+                await r.advance(0.2)
+            await r.until(lambda: len(smtp.messages) == 1, "the fallback email")
+            await r.advance(60)
+            assert len(smtp.messages) == 1  # and no second one
+            assert len(sink.at("/hook")) == 3
+            dead = (await r.request("GET", "/api/deliveries/1", headers=auth))[1]
+            fallback = (await r.request("GET", "/api/deliveries/2", headers=auth))[1]
+        assert (dead["state"], dead["fallback_id"], dead["fallback_of"]) == ("dead", 2, None)
+        assert (fallback["state"], fallback["destination"], fallback["fallback_of"]) == (
+            "delivered",
+            "mail",
+            1,
+        )
+
+    run(main)
     (mail,) = smtp.messages
     assert mail["Subject"] == "customer.created d-1"
     text = mail.get_content()
@@ -152,13 +217,6 @@ def test_a_dead_delivery_falls_back_to_email_once_naming_why(
         "relayhook: sent here because delivery 1 to hook failed after 3 attempts;"
         ' last error: HTTP 500: {"error": "sink says no"}'
     ) in " ".join(text.split())
-    dead, fallback = show(config, 1), show(config, 2)
-    assert (dead["state"], dead["fallback_id"], dead["fallback_of"]) == ("dead", 2, None)
-    assert (fallback["state"], fallback["destination"], fallback["fallback_of"]) == (
-        "delivered",
-        "mail",
-        1,
-    )
     shown = run_relayhook("show", "1", "--config", str(config)).stdout
     assert "fell back to delivery 2" in shown
 
@@ -221,47 +279,56 @@ def test_deliveries_for_a_removed_destination_go_dead_after_orphan_after(
         tmp_path, sink, {"circuit": "off"}, more={"other": {"url": "json://127.0.0.1:9/x"}}
     )
     config.write_text(config.read_text() + "orphan_after: 2s\n")
-    with running(config) as d:
-        d.post(event(1))
-        wait_for(lambda: len(sink.at("/hook")) >= 1, 10, "a first attempt")
-        text = config.read_text()
-        start, end = text.index("  hook:"), text.index("  other:")
-        config.write_text(text[:start] + text[end:])
-        rules = tmp_path / "rules" / "echo.yaml"
-        rules.write_text(rules.read_text().replace("- hook", "- other"))
-        assert d.proc is not None
-        d.proc.send_signal(signal.SIGHUP)
-        wait_for(
-            lambda: db_count(tmp_path / "relayhook.db", "deliveries", "state = 'dead'") == 1,
-            15,
-            "the orphan to go dead",
-        )
-    (row,) = db_rows(tmp_path / "relayhook.db", "SELECT state, last_error FROM deliveries")
-    assert row["last_error"] == "destination 'hook' is no longer in the config"
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(event(1))
+            await r.settle()
+            assert len(sink.at("/hook")) == 1
+            text = config.read_text()
+            start, end = text.index("  hook:"), text.index("  other:")
+            config.write_text(text[:start] + text[end:])
+            rules = tmp_path / "rules" / "echo.yaml"
+            rules.write_text(rules.read_text().replace("- hook", "- other"))
+            assert await r.daemon.reload() == (True, [])
+            await r.advance(1.9)
+            # The orphans' look runs on its own beat (every orphan_after / 4, real time).
+            await asyncio.sleep(0.6)
+            assert r.count("deliveries", "state = 'dead'") == 0  # not before orphan_after
+            await r.advance(0.2)
+            await r.until(lambda: r.count("deliveries", "state = 'dead'") == 1, "the orphan")
+            (row,) = r.rows("SELECT state, last_error FROM deliveries")
+        assert row["last_error"] == "destination 'hook' is no longer in the config"
+
+    run(main)
 
 
 def test_an_apprise_429_rests_the_destination(tmp_path: Path, sink: HTTPSink) -> None:
     sink.responses["/limited"] = [429]
+    # Two rules, so one event makes both deliveries at once: both are sent in one round
+    # (two events could be routed apart, the second after the rest began).
+    rules = echo_rule(["limited"])
+    rules["rules"].append({**rules["rules"][0], "name": "echo-again"})
     config = make_config(
         tmp_path,
         {"limited": {"url": sink.url("/limited")}},
-        {"echo.yaml": echo_rule(["limited"])},
+        {"echo.yaml": rules},
         retry="{attempts: 5, first_delay: 100ms, max_delay: 200ms}",
     )
-    with running(config) as d:
-        d.post(event(1))
-        d.post(event(2))
-        wait_for(lambda: len(sink.at("/limited")) >= 1, 10, "the first send")
-        time.sleep(2.0)
-    # Both went at once; without the rest, five attempts each would have gone by now.
-    assert len(sink.at("/limited")) == 2
-    rows = db_rows(
-        tmp_path / "relayhook.db",
-        "SELECT state, attempts, next_attempt_at, last_error FROM deliveries",
-    )
-    assert [(r["state"], r["attempts"]) for r in rows] == [("retrying", 1)] * 2
-    assert all("error=429" in r["last_error"] for r in rows)
-    assert all(r["next_attempt_at"] - time.time() > 25 for r in rows)
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(event(1))
+            await r.advance(0.5)
+            await r.advance(20)
+            # Both went at once; without the rest, five attempts each would have gone by now.
+            assert len(sink.at("/limited")) == 2
+            rows = r.rows("SELECT state, attempts, next_attempt_at, last_error FROM deliveries")
+            assert [(x["state"], x["attempts"]) for x in rows] == [("retrying", 1)] * 2
+            assert all("error=429" in x["last_error"] for x in rows)
+            assert all(x["next_attempt_at"] - r.clock.now > 5 for x in rows)  # a 30-s rest
+
+    run(main)
 
 
 @pytest.mark.parametrize(

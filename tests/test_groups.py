@@ -1,10 +1,11 @@
-"""Groups against a real daemon, sink and database: digests, once, on time, across SIGKILL."""
+"""Groups and throttles. Their logic runs in process on a clock moved by hand (tests/
+inproc.py: the real daemon, store, HTTP app and senders to a loopback sink); two short
+real daemons keep the real timers honest: a group across SIGKILL, a throttle's window."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import yaml
 
 from conftest import run_relayhook
-from support import HTTPSink, db_rows, running, wait_for
+from inproc import relay, run
+from support import HTTPSink, running, wait_for
 from test_daemon import make_config
 
 
@@ -51,70 +53,115 @@ def sent(sink: HTTPSink) -> list[dict[str, Any]]:
     return [r.json() for r in sink.at("/g")]
 
 
-def test_a_burst_for_one_meter_is_one_digest(tmp_path: Path, sink: HTTPSink) -> None:
+def throttle_config(tmp_path: Path, sink: HTTPSink, per: str) -> Path:
+    config = group_config(tmp_path, sink, {"wait": "1s"})
+    rules = tmp_path / "rules" / "meter.yaml"
+    doc = yaml.safe_load(rules.read_text())
+    rule = doc["rules"][0]
+    del rule["group"]
+    rule["throttle"] = {"key": "{{ item.meter_id }}", "limit": 2, "per": per}
+    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return config
+
+
+def test_a_burst_is_one_digest_per_key_when_its_wait_ends(tmp_path: Path, sink: HTTPSink) -> None:
     config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "3s"})
-    with running(config) as d:
-        started = time.monotonic()
-        for n in range(13):
-            assert d.post(readings(n, "65a7"))[0] == 202
-        d.post(readings(0, "77bb"))
-        d.post(readings(1, "77bb"))
-        assert time.monotonic() - started < 2.0
-        wait_for(lambda: len(sent(sink)) >= 2, 10, "two digests")
-        time.sleep(1.5)  # and nothing more
-    got = sorted(sent(sink), key=lambda m: m["title"])
-    assert [m["title"] for m in got] == [
-        "13 readings for meter 65a7 (wait)",
-        "2 readings for meter 77bb (wait)",
-    ]
-    lines = got[0]["body"].splitlines()
-    assert lines == [f"- 65a7 t{n}.0" for n in range(13)]
-    states = db_rows(
-        tmp_path / "relayhook.db", "SELECT state, COUNT(*) n FROM deliveries GROUP BY state"
-    )
-    assert {r["state"]: r["n"] for r in states} == {"grouped": 15, "delivered": 2}
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            for n in range(13):
+                assert (await r.post(readings(n, "65a7")))[0] == 202
+            await r.post(readings(0, "77bb"))
+            await r.post(readings(1, "77bb"))
+            await r.advance(2.9)
+            assert sent(sink) == []  # the wait is not over
+            await r.advance(0.1)
+            got = sorted(sent(sink), key=lambda m: m["title"])
+            assert [m["title"] for m in got] == [
+                "13 readings for meter 65a7 (wait)",
+                "2 readings for meter 77bb (wait)",
+            ]
+            assert got[0]["body"].splitlines() == [f"- 65a7 t{n}.0" for n in range(13)]
+            await r.advance(60)
+            assert len(sent(sink)) == 2  # and nothing more
+            states = r.rows("SELECT state, COUNT(*) n FROM deliveries GROUP BY state")
+            assert {x["state"]: x["n"] for x in states} == {"grouped": 15, "delivered": 2}
+            assert 'reason="grouped"} 15.0' in await r.metrics()
+
+    run(main)
 
 
 def test_a_group_of_one_goes_as_that_message(tmp_path: Path, sink: HTTPSink) -> None:
     config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "1s"})
-    with running(config) as d:
-        d.post(readings(1, "65a7"))
-        wait_for(lambda: len(sent(sink)) == 1, 10, "the message")
-    (only,) = sent(sink)
-    assert only["title"] == "65a7 t1.0" and only["body"] == "reading"
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(readings(1, "65a7"))
+            await r.advance(0.9)
+            assert sent(sink) == []
+            await r.advance(0.1)
+            (only,) = sent(sink)
+            assert only["title"] == "65a7 t1.0" and only["body"] == "reading"
+
+    run(main)
+
+
+def test_a_waiting_group_keeps_its_time_across_a_restart(tmp_path: Path, sink: HTTPSink) -> None:
+    config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "4s"})
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            for n in range(5):
+                await r.post(readings(n, "65a7"))
+            await r.advance(1)
+            clock = r.clock
+        assert sent(sink) == []  # stopping sent nothing early
+        async with relay(config, sink, clock=clock) as r:
+            await r.advance(2.9)
+            assert sent(sink) == []  # due 4 s after the first message, not at the start
+            await r.advance(0.1)
+            assert [m["title"] for m in sent(sink)] == ["5 readings for meter 65a7 (wait)"]
+            await r.advance(30)
+            assert len(sent(sink)) == 1
+
+    run(main)
 
 
 def test_sigkill_while_a_group_waits_sends_one_digest_on_time(
     tmp_path: Path, sink: HTTPSink
 ) -> None:
-    config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "4s"})
+    """The real timer and a real crash; the time it keeps is checked to the second above."""
+    config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "2s"})
     with running(config) as d:
         for n in range(5):
             d.post(readings(n, "65a7"))
         posted = time.monotonic()
-        time.sleep(0.5)
+        time.sleep(0.3)
         d.kill()
     assert sent(sink) == []
     with running(config):
         wait_for(lambda: len(sent(sink)) == 1, 15, "the digest after the restart")
         arrived = time.monotonic()
-        time.sleep(2.0)
+        time.sleep(0.5)
     assert [m["title"] for m in sent(sink)] == ["5 readings for meter 65a7 (wait)"]
-    assert 3.5 <= arrived - posted <= 8.0, arrived - posted  # on time, not at once
+    assert arrived - posted >= 1.5, arrived - posted  # when due, not at once on start
 
 
 def test_max_splits_a_flood_and_the_rest_waits(tmp_path: Path, sink: HTTPSink) -> None:
     config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "3s", "max": 10})
-    with running(config) as d:
-        d.post(readings(1, "65a7", count=25))
-        wait_for(lambda: len(sent(sink)) >= 2, 10, "two full digests")
-        assert len(sent(sink)) == 2  # the five left wait for company
-        wait_for(lambda: len(sent(sink)) == 3, 10, "the rest after the wait")
-    assert sorted(m["title"] for m in sent(sink)) == [
-        "10 readings for meter 65a7 (max)",
-        "10 readings for meter 65a7 (max)",
-        "5 readings for meter 65a7 (wait)",
-    ]
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(readings(1, "65a7", count=25))
+            await r.settle()
+            full = ["10 readings for meter 65a7 (max)"] * 2
+            assert [m["title"] for m in sent(sink)] == full  # full ones go at once
+            await r.advance(2.9)
+            assert len(sent(sink)) == 2  # the five left wait for company
+            await r.advance(0.1)
+            assert [m["title"] for m in sent(sink)] == [*full, "5 readings for meter 65a7 (wait)"]
+
+    run(main)
 
 
 def test_a_digest_template_typo_is_a_check_error(tmp_path: Path, sink: HTTPSink) -> None:
@@ -131,17 +178,24 @@ def test_a_digest_template_typo_is_a_check_error(tmp_path: Path, sink: HTTPSink)
 def test_interval_spaces_the_digests_of_a_key(tmp_path: Path, sink: HTTPSink) -> None:
     group = {"key": "{{ item.meter_id }}", "wait": "1s", "max": 5, "interval": "2s"}
     config = group_config(tmp_path, sink, group)
-    with running(config) as d:
-        d.post(readings(1, "65a7", count=12))
-        wait_for(lambda: len(sink.at("/g")) == 3, 15, "three digests")
-    arrivals = sorted(r.at for r in sink.at("/g"))
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(gap >= 1.8 for gap in gaps), gaps
-    assert sorted(m["title"] for m in sent(sink)) == [
-        "2 readings for meter 65a7 (wait)",
-        "5 readings for meter 65a7 (max)",
-        "5 readings for meter 65a7 (max)",
-    ]
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(readings(1, "65a7", count=12))
+            for expected in (1, 1, 2, 2, 3):  # every second: one digest, 2 s apart
+                await r.advance(0.95)
+                assert len(sent(sink)) == expected, r.clock.now
+                await r.advance(0.05)
+            await r.advance(30)
+        arrivals = [x.at for x in sink.at("/g")]
+        assert [b - a for a, b in itertools.pairwise(arrivals)] == [2.0, 2.0]
+        assert [m["title"] for m in sent(sink)] == [
+            "5 readings for meter 65a7 (max)",
+            "5 readings for meter 65a7 (max)",
+            "2 readings for meter 65a7 (wait)",
+        ]
+
+    run(main)
 
 
 def test_dry_run_shows_the_group_each_message_joins(tmp_path: Path, sink: HTTPSink) -> None:
@@ -155,43 +209,65 @@ def test_dry_run_shows_the_group_each_message_joins(tmp_path: Path, sink: HTTPSi
 def test_a_reload_keeps_a_waiting_group_and_its_time(tmp_path: Path, sink: HTTPSink) -> None:
     config = group_config(tmp_path, sink, {"key": "{{ item.meter_id }}", "wait": "3s"})
     rules = tmp_path / "rules" / "meter.yaml"
-    with running(config) as d:
-        for n in range(3):
-            d.post(readings(n, "65a7"))
-        posted = time.monotonic()
-        rules.write_text(rules.read_text().replace("readings for meter", "new readings for"))
-        assert d.proc is not None
-        d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(sent(sink)) == 1, 10, "the digest after the reload")
-        arrived = time.monotonic()
-        time.sleep(1.0)
-    assert [m["title"] for m in sent(sink)] == ["3 new readings for 65a7 (wait)"]
-    assert 2.5 <= arrived - posted <= 5.0, arrived - posted
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            for n in range(3):
+                await r.post(readings(n, "65a7"))
+            await r.advance(1)
+            rules.write_text(rules.read_text().replace("readings for meter", "new readings for"))
+            assert await r.daemon.reload() == (True, [])
+            await r.advance(1.9)
+            assert sent(sink) == []
+            await r.advance(0.1)
+            # On its first time, with the digest of the rule now in force.
+            assert [m["title"] for m in sent(sink)] == ["3 new readings for 65a7 (wait)"]
+
+    run(main)
 
 
 def test_a_throttle_sends_the_limit_then_one_digest_at_the_window_end(
     tmp_path: Path, sink: HTTPSink
 ) -> None:
-    config = group_config(tmp_path, sink, {"wait": "1s"})
-    rules = tmp_path / "rules" / "meter.yaml"
-    doc = yaml.safe_load(rules.read_text())
-    rule = doc["rules"][0]
-    del rule["group"]
-    rule["throttle"] = {"key": "{{ item.meter_id }}", "limit": 2, "per": "5s"}
-    rules.write_text(yaml.safe_dump(doc, sort_keys=False))
+    config = throttle_config(tmp_path, sink, "5s")
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            start = r.clock.now
+            for n in range(7):
+                await r.post(readings(n, "65a7"))
+            await r.settle()
+            # The two under the limit at once (so either may arrive first), the rest held.
+            assert sorted(m["title"] for m in sent(sink)) == ["65a7 t0.0", "65a7 t1.0"]
+            assert [x.at for x in sink.at("/g")] == [start, start]
+            await r.advance(4.9)
+            assert len(sent(sink)) == 2
+            await r.advance(0.1)
+            assert [m["title"] for m in sent(sink)][2:] == ["5 readings for meter 65a7 (throttle)"]
+            assert sent(sink)[2]["body"].splitlines() == [f"- 65a7 t{n}.0" for n in range(2, 7)]
+            # A new window: the limit again at once, then the rest at its end.
+            for n in range(7, 10):
+                await r.post(readings(n, "65a7"))
+            await r.settle()
+            assert sorted(m["title"] for m in sent(sink)[3:]) == ["65a7 t7.0", "65a7 t8.0"]
+            await r.advance(4.9)
+            assert len(sent(sink)) == 5
+            await r.advance(0.1)
+            assert [m["title"] for m in sent(sink)][5:] == ["65a7 t9.0"]  # a group of one
+            assert 'reason="throttled"} 5.0' in await r.metrics()
+
+    run(main)
+
+
+def test_a_throttle_window_ends_on_the_real_timer(tmp_path: Path, sink: HTTPSink) -> None:
+    config = throttle_config(tmp_path, sink, "2s")
     with running(config) as d:
-        started = time.monotonic()
-        for n in range(7):
+        for n in range(5):
             d.post(readings(n, "65a7"))
-        wait_for(lambda: len(sent(sink)) == 2, 10, "the two under the limit")
-        assert time.monotonic() - started < 3.0
-        wait_for(lambda: len(sent(sink)) == 3, 10, "the digest at the window's end")
-        ended = time.monotonic()
-        time.sleep(1.0)
+        wait_for(lambda: len(sent(sink)) == 3, 10, "the limit, then the digest")
     titles = [m["title"] for m in sent(sink)]
-    assert titles == ["65a7 t0.0", "65a7 t1.0", "5 readings for meter 65a7 (throttle)"]
-    assert 4.0 <= ended - started <= 8.0, ended - started
-    assert sent(sink)[2]["body"].splitlines() == [f"- 65a7 t{n}.0" for n in range(2, 7)]
+    assert sorted(titles[:2]) == ["65a7 t0.0", "65a7 t1.0"]
+    assert titles[2:] == ["3 readings for meter 65a7 (throttle)"]
 
 
 def test_a_throttle_needs_its_limit_and_window(tmp_path: Path, sink: HTTPSink) -> None:

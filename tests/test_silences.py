@@ -1,4 +1,6 @@
-"""Silences against a real daemon, sink and database: muted, then flowing again."""
+"""Silences: muted, then flowing again. In process on a clock moved by hand (tests/
+inproc.py: the real daemon, store, admin API and senders to a loopback sink); one real
+daemon beside the CLI keeps the real refresh timer honest."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import run_relayhook
+from inproc import relay, run
 from support import HTTPSink, db_rows, running, wait_for
 from test_daemon import make_config
 
@@ -54,48 +57,113 @@ def cli(config: Path, *args: str) -> Any:
     return run_relayhook("silence", *args, "--config", str(config))
 
 
+AUTH = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+
+
 def test_a_silence_mutes_matching_items_until_it_is_expired(tmp_path: Path, sink: HTTPSink) -> None:
+    config = silences_config(tmp_path, sink)
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            status, made = await r.request(
+                "POST",
+                "/api/silences",
+                {"matchers": ['item.meter_id=~"65a7.*"'], "for": "2h", "comment": "backfill"},
+                AUTH,
+            )
+            assert status == 201
+            silence_id = made["id"]
+            await r.advance(1)  # the relay reads silences again at least every second
+            assert (await r.post(meter_event(1, ["65a7aa", "77bb01", "65a7cc"])))[0] == 202
+            await r.settle()
+            assert titles(sink) == ["77bb01 t1"]
+            rows = r.rows("SELECT id, title, state, silence_id FROM deliveries ORDER BY id")
+            assert [(x["title"], x["state"], x["silence_id"]) for x in rows] == [
+                ("65a7aa t1", "silenced", silence_id),
+                ("77bb01 t1", "delivered", None),
+                ("65a7cc t1", "silenced", silence_id),
+            ]
+            (listed,) = (await r.request("GET", "/api/silences", headers=AUTH))[1]
+            assert listed["id"] == silence_id and listed["held"] == 2
+            assert listed["matchers"] == ['item.meter_id=~"65a7.*"']
+            assert listed["comment"] == "backfill"
+            # A replay is a person asking for it: it goes out while the silence holds.
+            replay = f"/api/deliveries/{rows[2]['id']}/replay"
+            assert (await r.request("POST", replay, headers=AUTH))[0] == 201
+            await r.settle()
+            assert "65a7cc t1" in titles(sink)
+
+            expired = await r.request("DELETE", f"/api/silences/{silence_id}", headers=AUTH)
+            assert expired == (200, {"expired": silence_id})
+            assert (await r.request("GET", "/api/silences", headers=AUTH))[1] == []
+            await r.advance(1)
+            await r.post(meter_event(2, ["65a7aa"]))
+            await r.settle()
+            assert "65a7aa t2" in titles(sink)  # a message after the silence ended
+            # Expiring sent nothing by itself: the held ones are still silenced, until replayed.
+            assert "65a7aa t1" not in titles(sink)
+            replay = f"/api/deliveries/{rows[0]['id']}/replay"
+            assert (await r.request("POST", replay, headers=AUTH))[0] == 201
+            await r.settle()
+            assert "65a7aa t1" in titles(sink)
+            assert (
+                'relayhook_notifications_suppressed_total{destination="hook",reason="silenced"} 2.0'
+                in await r.metrics()
+            )
+
+    run(main)
+
+
+def test_a_new_silence_takes_hold_within_a_second_of_the_clock(
+    tmp_path: Path, sink: HTTPSink
+) -> None:
+    config = silences_config(tmp_path, sink)
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(meter_event(1, ["65a7aa"]))  # reads the silences: there are none
+            await r.settle()
+            await r.request(
+                "POST", "/api/silences", {"matchers": ["rule=meter-data"], "for": "1h"}, AUTH
+            )
+            await r.advance(0.5)
+            await r.post(meter_event(2, ["65a7aa"]))  # read half a second ago: not seen yet
+            await r.advance(0.5)
+            await r.post(meter_event(3, ["65a7aa"]))  # a second: read again, muted
+            await r.settle()
+            assert titles(sink) == ["65a7aa t1", "65a7aa t2"]
+            await r.advance(3600)  # the hour is over: it lets go within a second
+            await r.post(meter_event(4, ["65a7aa"]))
+            await r.settle()
+            assert titles(sink) == ["65a7aa t1", "65a7aa t2", "65a7aa t4"]
+
+    run(main)
+
+
+def test_a_silence_from_the_cli_mutes_a_running_daemon(tmp_path: Path, sink: HTTPSink) -> None:
+    """The above on the real clock, beside a real daemon, through the CLI, shortened."""
     config = silences_config(tmp_path, sink)
     db = tmp_path / "relayhook.db"
     with running(config) as d:
-        added = cli(
-            config, "add", 'item.meter_id=~"65a7.*"', "--for", "2h", "--comment", "backfill"
-        )
+        added = cli(config, "add", 'item.meter_id=~"65a7.*"', "--for", "2h")
         assert added.returncode == 0, added.stderr
         silence_id = int(added.stdout.strip())
         time.sleep(1.2)  # the daemon reads silences again at least every second
-        assert d.post(meter_event(1, ["65a7aa", "77bb01", "65a7cc"]))[0] == 202
+        assert d.post(meter_event(1, ["65a7aa", "77bb01"]))[0] == 202
         wait_for(lambda: titles(sink) == ["77bb01 t1"], what="the unsilenced item")
-        rows = db_rows(db, "SELECT id, title, state, silence_id FROM deliveries ORDER BY id")
-        assert [(r["title"], r["state"], r["silence_id"]) for r in rows] == [
+        rows = db_rows(db, "SELECT title, state, silence_id FROM deliveries ORDER BY id")
+        assert [(x["title"], x["state"], x["silence_id"]) for x in rows] == [
             ("65a7aa t1", "silenced", silence_id),
             ("77bb01 t1", "delivered", None),
-            ("65a7cc t1", "silenced", silence_id),
         ]
         listed = json.loads(cli(config, "list", "--json").stdout.splitlines()[0])
-        assert listed["id"] == silence_id and listed["held"] == 2
-        assert listed["matchers"] == ['item.meter_id=~"65a7.*"'] and listed["comment"] == "backfill"
-        # A replay is a person asking for it: it goes out while the silence holds.
-        replayed = run_relayhook("replay", str(rows[2]["id"]), "--config", str(config))
-        assert replayed.returncode == 0, replayed.stderr
-        wait_for(lambda: "65a7cc t1" in titles(sink), what="a replay during the silence")
-
+        assert listed["id"] == silence_id and listed["held"] == 1
         expired = cli(config, "expire", str(silence_id))
         assert expired.returncode == 0 and expired.stdout.strip() == f"silence {silence_id} expired"
         assert cli(config, "list").stdout.strip() == "no silences"
         time.sleep(1.2)
         d.post(meter_event(2, ["65a7aa"]))
         wait_for(lambda: "65a7aa t2" in titles(sink), what="a message after the silence ended")
-        # Expiring sent nothing by itself: the held ones are still silenced, until replayed.
-        assert "65a7aa t1" not in titles(sink)
-        replayed = run_relayhook("replay", str(rows[0]["id"]), "--config", str(config))
-        assert replayed.returncode == 0, replayed.stderr
-        wait_for(lambda: "65a7aa t1" in titles(sink), what="the replayed silenced message")
-        metrics = d.request("GET", "/metrics")[1]
-        assert (
-            'relayhook_notifications_suppressed_total{destination="hook",reason="silenced"} 2.0'
-            in metrics
-        )
 
 
 def test_waiting_deliveries_are_checked_again_before_each_attempt(
@@ -103,24 +171,22 @@ def test_waiting_deliveries_are_checked_again_before_each_attempt(
 ) -> None:
     sink.responses["/m"] = [503]  # down: deliveries wait to be retried
     config = silences_config(tmp_path, sink)
-    db = tmp_path / "relayhook.db"
-    with running(config) as d:
-        d.post(meter_event(1, ["65a7aa", "77bb01"]))
-        wait_for(lambda: len(sink.at("/m")) >= 2, what="first attempts")
-        assert cli(config, "add", "item.meter_id=65a7aa", "--for", "1h").returncode == 0
-        time.sleep(1.3)  # the daemon has read the silence; both are still being retried
-        sink.responses["/m"] = [200]
-        wait_for(
-            lambda: (
-                {r["state"] for r in db_rows(db, "SELECT state FROM deliveries")}
-                == {"silenced", "delivered"}
-            ),
-            what="the waiting one silenced, the other delivered",
-        )
-        states = {
-            r["title"]: r["state"] for r in db_rows(db, "SELECT title, state FROM deliveries")
-        }
-        assert states == {"65a7aa t1": "silenced", "77bb01 t1": "delivered"}
+
+    async def main() -> None:
+        async with relay(config, sink) as r:
+            await r.post(meter_event(1, ["65a7aa", "77bb01"]))
+            await r.settle()
+            assert len(sink.at("/m")) == 2  # first attempts
+            made = {"matchers": ["item.meter_id=65a7aa"], "for": "1h"}
+            assert (await r.request("POST", "/api/silences", made, AUTH))[0] == 201
+            await r.advance(1)  # read the silence; both were retried meanwhile
+            assert len(sink.at("/m")) > 2
+            sink.responses["/m"] = [200]
+            await r.advance(1)
+            states = {x["title"]: x["state"] for x in r.rows("SELECT title, state FROM deliveries")}
+            assert states == {"65a7aa t1": "silenced", "77bb01 t1": "delivered"}
+
+    run(main)
 
 
 def test_bad_silences_are_refused_with_the_reason(tmp_path: Path, sink: HTTPSink) -> None:
@@ -143,31 +209,41 @@ def test_bad_silences_are_refused_with_the_reason(tmp_path: Path, sink: HTTPSink
 
 def test_silences_api(tmp_path: Path, sink: HTTPSink) -> None:
     config = silences_config(tmp_path, sink)
-    auth = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
-    with running(config) as d:
 
-        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-            data = None if body is None else json.dumps(body).encode()
-            return d.request(method, path, data, auth)
+    async def main() -> None:
+        async with relay(config, sink) as r:
 
-        status, made = call("POST", "/api/silences", {"matchers": ["rule=meter-data"], "for": "1h"})
-        assert status == 201 and isinstance(made["id"], int)
-        status, listed = call("GET", "/api/silences")
-        assert status == 200 and [s["id"] for s in listed] == [made["id"]]
-        assert listed[0]["author"] == "api" and listed[0]["state"] == "active"
-        for body, error in [
-            ({"matchers": ["bare"], "for": "1h"}, "'bare' is not a matcher"),
-            ({"matchers": ["rule=x"]}, 'give "for"'),
-            ({"matchers": [], "for": "1h"}, "matchers must be a non-empty list"),
-            ({"matchers": ["rule=x"], "for": "nope"}, "expected a duration"),
-        ]:
-            status, answer = call("POST", "/api/silences", body)
-            assert status == 400 and error in answer["error"], (body, answer)
-        assert call("DELETE", f"/api/silences/{made['id']}") == (200, {"expired": made["id"]})
-        assert call("DELETE", f"/api/silences/{made['id']}")[0] == 404
-        assert call("GET", "/api/silences")[1] == []
-        assert [s["state"] for s in call("GET", "/api/silences?all=true")[1]] == ["ended"]
-        assert d.request("GET", "/api/silences")[0] == 401
+            async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+                return await r.request(method, path, body, AUTH)
+
+            status, made = await call(
+                "POST", "/api/silences", {"matchers": ["rule=meter-data"], "for": "1h"}
+            )
+            assert status == 201 and isinstance(made["id"], int)
+            status, listed = await call("GET", "/api/silences")
+            assert status == 200 and [x["id"] for x in listed] == [made["id"]]
+            assert listed[0]["author"] == "api" and listed[0]["state"] == "active"
+            assert listed[0]["ends_at"] == r.clock.now + 3600  # on the relay's clock
+            for body, error in [
+                ({"matchers": ["bare"], "for": "1h"}, "'bare' is not a matcher"),
+                ({"matchers": ["rule=x"]}, 'give "for"'),
+                ({"matchers": [], "for": "1h"}, "matchers must be a non-empty list"),
+                ({"matchers": ["rule=x"], "for": "nope"}, "expected a duration"),
+            ]:
+                status, answer = await call("POST", "/api/silences", body)
+                assert status == 400 and error in answer["error"], (body, answer)
+            assert await call("DELETE", f"/api/silences/{made['id']}") == (
+                200,
+                {"expired": made["id"]},
+            )
+            assert (await call("DELETE", f"/api/silences/{made['id']}"))[0] == 404
+            assert (await call("GET", "/api/silences"))[1] == []
+            assert [x["state"] for x in (await call("GET", "/api/silences?all=true"))[1]] == [
+                "ended"
+            ]
+            assert (await r.request("GET", "/api/silences"))[0] == 401
+
+    run(main)
 
 
 def test_dry_run_shows_what_a_silence_would_mute(tmp_path: Path, sink: HTTPSink) -> None:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -57,14 +57,21 @@ class _Server(uvicorn.Server):
 class Daemon:
     """The running relay: reload, status, periodic pruning, watchdog."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config_path = config.path
         self.listen = (config.listen_host, config.listen_port)
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
+        self.clock = clock
         self.store: Store = open_store(config.database, daemon=True, lease=config.lease)
-        self.pipeline = Pipeline(self.store, Runtime(config), self.metrics)
-        self.started_at = time.time()
+        self.pipeline = Pipeline(self.store, Runtime(config), self.metrics, clock, monotonic)
+        self.started_at = clock()
         self.last_reload: dict[str, Any] = {"ok": True, "at": self.started_at, "problems": []}
         self._reload_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,12 +106,12 @@ class Daemon:
                 self.pipeline.swap(runtime)
                 _log_warnings(config)
                 self.metrics.reloaded(True)
-                self.last_reload = {"ok": True, "at": time.time(), "problems": []}
+                self.last_reload = {"ok": True, "at": self.clock(), "problems": []}
                 logger.info("config reloaded: %s", config.summary())
                 self.notifier.ready("serving")
                 return True, []
             self.metrics.reloaded(False)
-            self.last_reload = {"ok": False, "at": time.time(), "problems": problems}
+            self.last_reload = {"ok": False, "at": self.clock(), "problems": problems}
             for problem in problems:
                 logger.error("reload failed, keeping the running config: %s", problem)
             self.notifier.ready("serving (last reload failed)")
@@ -133,7 +140,7 @@ class Daemon:
         while True:
             retention = self.config.retention
             if retention:
-                done = await self.store.prune(time.time() - retention)
+                done = await self.store.prune(self.clock() - retention)
                 if done.events:
                     logger.info(
                         "pruned %d events, %d deliveries, %d attempts",

@@ -43,7 +43,10 @@ class Pipeline:
         runtime: Runtime,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """clock gives the Unix time every stage reads; monotonic, the scheduler's pacing
+        and rests (min_interval, Retry-After), which a change of wall time must not move."""
         self.store = store
         self.runtime = runtime
         self.metrics = metrics or Metrics()
@@ -55,6 +58,7 @@ class Pipeline:
             lambda: self.runtime,
             self.metrics,
             clock,
+            monotonic,
             silences=self.silences,
             circuits=self.circuits,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -35,12 +36,13 @@ class Silences:
         self.metrics = metrics
         self.clock = clock
         self._active: list[Silence] = []
-        self._read_at = -_REFRESH
+        self._read_at = -math.inf
 
     async def refresh(self) -> list[Silence]:
-        now = time.monotonic()
-        if now - self._read_at >= _REFRESH:
-            self._active = await self.store.active_silences(self.clock())
+        now = self.clock()
+        # Read again every _REFRESH seconds of the clock, or at once if it went back.
+        if not 0 <= now - self._read_at < _REFRESH:
+            self._active = await self.store.active_silences(now)
             self._read_at = now
         return self._active
 

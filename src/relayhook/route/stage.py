@@ -103,7 +103,7 @@ class RouteStage:
         self._rules_of: Config | None = None
         self._takers: dict[tuple[str, str], bool] = {}
         self._shared = store.lease is not None  # other instances store events too
-        self._adopt_at = 0.0  # monotonic time of the next look for events nobody routed
+        self._adopt_at = 0.0  # clock time of the next look for events nobody routed
 
     def hint(self, event: Event) -> None:
         """A new event is committed: route it from memory, without reading it back."""
@@ -118,11 +118,13 @@ class RouteStage:
         self._wake.set()
 
     async def _next_batch(self) -> list[Event]:
-        if self._shared and time.monotonic() >= self._adopt_at:
+        now = self.clock()
+        # (A look at once, too, if the clock went back past the last one.)
+        if self._shared and not 0 < self._adopt_at - now <= _ADOPT_AFTER:
             # Instances on one database each route what they stored, from memory; an event
             # still waiting after _ADOPT_AFTER lost its instance (killed before routing it)
             # and is taken over here, however busy this instance is with its own.
-            self._adopt_at = time.monotonic() + _ADOPT_AFTER
+            self._adopt_at = now + _ADOPT_AFTER
             adopted = await self._scan()
             if adopted:
                 return adopted

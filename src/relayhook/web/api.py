@@ -41,8 +41,14 @@ class Control(Protocol):
     def sender(self, name: str) -> Sender | None: ...
 
 
-def admin_router(config: Callable[[], Config], store: Store, control: Control | None) -> Router:
-    """Routes for /api/, guarded by the admin token of the config in force."""
+def admin_router(
+    config: Callable[[], Config],
+    store: Store,
+    control: Control | None,
+    clock: Callable[[], float] = time.time,
+) -> Router:
+    """Routes for /api/, guarded by the admin token of the config in force; every time it
+    reads (a replay's, a silence's, `since`) is the injected clock's."""
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         token = config().admin_token
@@ -65,7 +71,7 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
         if value is None:
             return None
         try:
-            return units.since(value)
+            return units.since(value, clock())
         except ValueError as e:
             raise ValidationException(f"since: {e}") from None
 
@@ -111,7 +117,7 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
 
     @post("/deliveries/{delivery_id:int}/replay")
     async def replay_one(delivery_id: int) -> Response[bytes]:
-        made = await store.replay([delivery_id], time.time())
+        made = await store.replay([delivery_id], clock())
         if not made:
             return reply(
                 {"error": f"delivery {delivery_id} is unknown, or not delivered/dead/silenced"},
@@ -139,14 +145,14 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
         except ValidationException as e:
             return reply({"error": f"dead_{e.detail}"}, 400)
         if ids is not None:
-            made = await store.replay(ids, time.time())
+            made = await store.replay(ids, clock())
         else:
-            made = await store.replay_dead(cutoff or 0.0, time.time())
+            made = await store.replay_dead(cutoff or 0.0, clock())
         return reply({"replayed": [{"original": o, "new": n} for o, n in made]})
 
     @get("/silences")
     async def silences(all_: Annotated[bool, Parameter(query="all")] = False) -> Response[bytes]:
-        return reply(await store.list_silences(time.time(), all_))
+        return reply(await store.list_silences(clock(), all_))
 
     @post("/silences")
     async def add_silence(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -156,7 +162,7 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
             body = None
         if not isinstance(body, dict):
             return reply({"error": 'send {"matchers": ["field=value"], "for": "2h"}'}, 400)
-        now = time.time()
+        now = clock()
         try:
             spec = _silence_spec(body, now)
         except ValueError as e:
@@ -166,7 +172,7 @@ def admin_router(config: Callable[[], Config], store: Store, control: Control | 
 
     @delete("/silences/{silence_id:int}", status_code=200)
     async def expire_silence(silence_id: int) -> Response[bytes]:
-        if await store.expire_silence(silence_id, time.time()):
+        if await store.expire_silence(silence_id, clock()):
             return reply({"expired": silence_id})
         return reply({"error": f"no silence {silence_id} in force"}, 404)
 

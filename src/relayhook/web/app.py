@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +32,11 @@ def create_app(
     pipeline: Pipeline,
     store: Store,
     control: Control | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> ASGIApp:
-    """The ASGI app over the given resources."""
+    """The ASGI app over the given resources; it reads the time from the pipeline's clock
+    unless given one."""
+    clock = clock or pipeline.clock
 
     def config() -> Config:
         return pipeline.config
@@ -79,7 +80,7 @@ def create_app(
             healthz,
             readyz,
             metrics_endpoint,
-            admin_router(config, store, control),
+            admin_router(config, store, control, clock),
             *ui_routers(UI(config, store, control, clock=clock)),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
