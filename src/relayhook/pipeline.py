@@ -1,12 +1,15 @@
-"""The stages after the ack, wired together: route → (noise) → schedule → send → record.
+"""The stages after the ack, in their order, written once here (as Alertmanager's
+notify.go composes its MultiStage).
 
-    /hooks/ ──accept──► store ──hint──► RouteStage ──► store ──wake──► Scheduler
-                                                          senders ──► Recorder ──► store
+    /hooks/ ─accept─► store ─hint─► route: render ─► silence ─► quiet ─► save ─┐
+    ┌───────────────── (policy/noise.py places each message as it is saved) ◄──┘
+    └─► groups (due digests) ─wake─► schedule (circuit, silence again) ─► send ─► record
 
-The HTTP handler sees only its Intake (the config in force, and "accept this event"),
-which the Pipeline is.
-Each stage runs under a supervisor that restarts it after an error (a full disk, a
-locked database): the state it needs is on disk or kept aside.
+STAGES below is that order: each is a loop the Pipeline starts, under a supervisor
+that restarts it after an error (a full disk, a locked database): the state it needs is
+on disk or kept aside. MARKS are the noise stages the route stage runs on each batch
+between rendering and saving. The HTTP handler sees only its Intake (the config in
+force, and "accept this event"), which the Pipeline is.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from relayhook.model import Event, NewEvent
 from relayhook.ops.metrics import Metrics
 from relayhook.route.groups import GroupStage
 from relayhook.route.noise import Silences
-from relayhook.route.stage import RouteStage
+from relayhook.route.quiet import mark_quiet
+from relayhook.route.stage import Mark, RouteStage
 from relayhook.store.base import Store, StoreError
 from relayhook.text.units import format_duration
 
@@ -65,13 +69,22 @@ class Pipeline:
         self.groups = GroupStage(
             store, lambda: self.runtime.config, self.metrics, self.scheduler.wake, clock
         )
+        # The noise stages on each routed batch, in this order, before it is saved.
+        marks: tuple[Mark, ...] = (self.silences.mark, mark_quiet)
         self.router = RouteStage(
-            store,
-            lambda: self.runtime.config,
-            self.metrics,
-            self._routed,
-            self.silences,
-            clock,
+            store, lambda: self.runtime.config, self.metrics, self._routed, marks, clock
+        )
+        # The loops, in the order the data flows through them.
+        self.stages: tuple[tuple[str, Callable[[], Awaitable[None]]], ...] = (
+            ("router", self.router.run),  # stored events → rendered, marked, placed
+            ("groups", self.groups.run),  # due groups → digests
+            ("scheduler", self.scheduler.run),  # due deliveries → senders
+            ("recorder", self.scheduler.recorder.run),  # outcomes → the delivery log
+            # Beside them: upkeep of what the stages share.
+            ("orphans", self._orphans),
+            ("leases", self.scheduler.renew_leases),
+            ("circuits", self.scheduler.share_circuits),
+            ("listen", self._listen),
         )
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()
@@ -112,16 +125,7 @@ class Pipeline:
         await self._report_orphans(self.runtime.config)
         self._loops = [
             asyncio.create_task(self._supervise(name, loop), name=f"relayhook-{name}")
-            for name, loop in (
-                ("router", self.router.run),
-                ("groups", self.groups.run),
-                ("scheduler", self.scheduler.run),
-                ("recorder", self.scheduler.recorder.run),
-                ("orphans", self._orphans),
-                ("leases", self.scheduler.renew_leases),
-                ("circuits", self.scheduler.share_circuits),
-                ("listen", self._listen),
-            )
+            for name, loop in self.stages
         ]
 
     async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:

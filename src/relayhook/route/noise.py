@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from relayhook.config.settings import Config
 from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
 from relayhook.policy.silence import Silence, facts_of, silencing
@@ -46,12 +47,13 @@ class Silences:
             self._read_at = now
         return self._active
 
-    async def apply(self, events: Mapping[int, Event], routings: list[Routing]) -> list[Routing]:
+    async def mark(
+        self, config: Config, events: Mapping[int, Event], routings: Sequence[Routing], now: float
+    ) -> list[Routing]:
         """The routings with every message an active silence matches marked silenced."""
         silences = await self.refresh()
         if not silences:
-            return routings
-        now = self.clock()
+            return list(routings)
         out = []
         for routing in routings:
             event = events[routing.event_id]

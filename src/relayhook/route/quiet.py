@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 from relayhook.config.settings import Config, Rule
-from relayhook.model import Routing
+from relayhook.model import Event, Routing
 from relayhook.policy.quiet import QuietHours, quiet_until
 
-__all__ = ["calendars_for", "hold_quiet"]
+__all__ = ["calendars_for", "hold_quiet", "mark_quiet"]
 
 
 def calendars_for(config: Config, rule: Rule | None, destination: str) -> list[QuietHours]:
@@ -39,3 +40,10 @@ def hold_quiet(config: Config, routings: list[Routing], now: float) -> list[Rout
             messages.append(m)
         out.append(Routing(routing.event_id, tuple(messages)))
     return out
+
+
+async def mark_quiet(
+    config: Config, events: Mapping[int, Event], routings: Sequence[Routing], now: float
+) -> list[Routing]:
+    """hold_quiet as a mark of the route stage (the events are not needed)."""
+    return hold_quiet(config, list(routings), now)

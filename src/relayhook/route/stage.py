@@ -15,18 +15,21 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from relayhook.config.settings import Config
 from relayhook.model import Event, Message, Routing
 from relayhook.ops.metrics import Metrics
 from relayhook.route.match import route
-from relayhook.route.noise import Silences
-from relayhook.route.quiet import hold_quiet
 from relayhook.store.base import Store, StoreError
 
-__all__ = ["RouteStage", "route_event"]
+__all__ = ["Mark", "RouteStage", "route_event"]
+
+# A noise stage between what the rules made and what is saved: the routings of a batch
+# (its events by id, the config in force, now) in, the same routings with the messages
+# it takes marked out (silenced, held until quiet hours end).
+Mark = Callable[[Config, Mapping[int, Event], Sequence[Routing], float], Awaitable[list[Routing]]]
 
 logger = logging.getLogger("relayhook.route")
 _BATCH = 256
@@ -83,11 +86,11 @@ class RouteStage:
         config: Callable[[], Config],
         metrics: Metrics,
         routed: Callable[[bool], None],
-        silences: Silences,
+        marks: Sequence[Mark] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self._silences = silences
+        self._marks = tuple(marks)  # in their order (pipeline.py)
         self._config = config
         self.metrics = metrics
         # Told when new deliveries may be waiting, and whether groups may have grown.
@@ -211,11 +214,11 @@ class RouteStage:
                 routings += await asyncio.get_running_loop().run_in_executor(
                     self._pool, self._route_all, config, rendering
                 )
-            # The noise stages, between what the rules made and what gets stored and sent:
-            # silences, then quiet hours mark what they would hold; the store applies
-            # throttle → group → quiet hours in that order as it saves.
-            routings = await self._silences.apply({e.id: e for e in batch}, routings)
-            routings = hold_quiet(config, routings, self.clock())
+            # The marks in their order, then the store places each message as it saves
+            # (policy/noise.py: failed, silenced, throttle, group, quiet hours, due).
+            events = {e.id: e for e in batch}
+            for mark in self._marks:
+                routings = await mark(config, events, routings, self.clock())
             saved = await self.store.save_routings(routings, self.clock())
             self._count(routings, saved)
             self._routed(any(m.may_wait for r in routings for m in r.messages))
