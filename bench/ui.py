@@ -4,8 +4,9 @@ the rest delivered), written straight into the daemon's database file before it 
 1. Time to answer (loopback, so server time plus a fraction of a millisecond) for the first
    page of /ui/deliveries, the same with a status filter (dead; and silenced, which no row
    has), and an event page; median and worst of 20 each, against the 100 ms goal.
-2. wrk -c32 ingest while a client reloads /ui/deliveries every second, against the same
-   without it, interleaved, median of --rounds.
+2. wrk -c32 ingest while a client reloads /ui/deliveries every --every seconds, against the
+   same without it, interleaved, median of --rounds; and the time to answer each of those
+   reloads while ingest runs flat out (p50 and p99: reads beside the writer's commits).
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--every", type=float, default=0.25, help="seconds between reloads")
+    parser.add_argument("--load-only", action="store_true", help="skip the idle page times")
     args = parser.parse_args()
     with tempdir() as tmp:
         root = Path(tmp)
@@ -121,13 +124,15 @@ def main() -> None:
         port = free_port()
         with relayhook(config, port):
             cookie = session(port)
-            for path, (what, listed) in pages.items():
+            for path, (what, listed) in pages.items() if not args.load_only else ():
                 took = timed(port, cookie, path, rows=listed)
                 rows.append((f"{what}: median", statistics.median(took), 100.0, "ms"))
                 rows.append((f"{what}: worst of 20", max(took), 100.0, "ms"))
-        report("web pages over 1,000,000 deliveries (goal: 100 ms)", rows)
+        if rows:
+            report("web pages over 1,000,000 deliveries (goal: 100 ms)", rows)
 
         rates: dict[str, list[float]] = {"alone": [], "reloading": []}
+        under_load: list[float] = []  # ms for each reload while ingest ran
         url_of = "http://127.0.0.1:{}/hooks/bench?token=bench-token"
         for _ in range(args.rounds):
             for name in ("alone", "reloading"):
@@ -141,8 +146,8 @@ def main() -> None:
                         def reload(
                             port: int = port, cookie: str = cookie, stop: threading.Event = stop
                         ) -> None:
-                            while not stop.wait(1.0):
-                                timed(port, cookie, "/ui/deliveries", 1)
+                            while not stop.wait(args.every):
+                                under_load.extend(timed(port, cookie, "/ui/deliveries", 1))
 
                         reloader = threading.Thread(target=reload)
                         reloader.start()
@@ -152,17 +157,22 @@ def main() -> None:
                     stop.set()
                     if reloader is not None:
                         reloader.join()
+        cuts = statistics.quantiles(under_load, n=100)
         report(
-            f"ingest while someone reloads /ui/deliveries every second (median of {args.rounds})",
+            f"ingest while someone reloads /ui/deliveries every {args.every:g} s"
+            f" (median of {args.rounds})",
             [
                 (
                     "ingest, reloading vs alone",
                     median(rates["reloading"]),
                     median(rates["alone"]),
                     "req/s",
-                )
+                ),
+                ("first page while ingest runs flat out: p50", cuts[49], 100.0, "ms"),
+                ("first page while ingest runs flat out: p99", cuts[98], 100.0, "ms"),
             ],
         )
+        print(f"  page loads under ingest: {len(under_load)}")
         print(f"  runs: {rates}")
 
 
