@@ -9,33 +9,31 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 from psycopg import AsyncConnection
 
-from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
+from relayhook.model import Attempt, CircuitState, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import events, groups
+from relayhook.store import events
 from relayhook.store.base import (
     DeliveryFilter,
-    Digest,
-    DueGroup,
     EventFilter,
     Made,
     PruneResult,
     QueueStats,
     StoredEvent,
 )
+from relayhook.store.common import SqlStore, Work
 from relayhook.store.postgres import deliveries, destinations, reads, silences
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
 from relayhook.store.rows import pages_since
-from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
 
@@ -48,7 +46,7 @@ _CHANNEL = "relayhook"
 _encode = msgspec.json.Encoder().encode
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """The delivery log in a PostgreSQL database, reached by a `postgresql://` DSN."""
 
     def __init__(
@@ -69,11 +67,11 @@ class PostgresStore:
     def where(self) -> str:
         return redact_url(self.dsn)
 
-    async def _tx(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _tx(self, work: Work[T]) -> T:
         """Statements written once (store/sql.py) in one transaction."""
         return await self._db.run(lambda conn: work(PostgresDb(conn)))
 
-    async def _read(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _read(self, work: Work[T]) -> T:
         """Statements written once, each standing alone (no BEGIN and COMMIT)."""
         return await self._db.read(lambda conn: work(PostgresDb(conn)))
 
@@ -109,13 +107,6 @@ class PostgresStore:
             for (_, waiting), result in zip(batch, results, strict=True):
                 if not waiting.done():
                     waiting.set_result(result)
-
-    async def events_to_route(
-        self, limit: int, received_before: float | None = None
-    ) -> list[Event]:
-        return await self._read(
-            partial(events.events_to_route, limit=limit, received_before=received_before)
-        )
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
         async def save(conn: Conn) -> list[bool]:
@@ -215,27 +206,6 @@ class PostgresStore:
 
         return await self._db.run(run)
 
-    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._read(partial(groups.due_groups, now=now, limit=limit))
-
-    async def next_group_due(self) -> float | None:
-        return await self._read(groups.next_group_due)
-
-    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
-
-    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
-
-    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
-
-    async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._read(groups.waiting_groups)
-
-    async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
-
     async def add_silence(
         self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
         author: str, now: float,
@@ -319,9 +289,6 @@ class PostgresStore:
 
     async def queue_stats(self, now: float) -> QueueStats:
         return await self._db.read(partial(reads.queue_stats, now=now))
-
-    async def ping(self) -> None:
-        await self._db.run(lambda conn: conn.execute("SELECT 1"))
 
     async def prune(self, cutoff: float) -> PruneResult:
         total = PruneResult()

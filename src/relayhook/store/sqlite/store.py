@@ -9,27 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 
-from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
+from relayhook.model import Attempt, CircuitState, Delivery, NewEvent
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import events, groups
 from relayhook.store.base import (
     DeliveryFilter,
-    Digest,
-    DueGroup,
     EventFilter,
     Made,
     PruneResult,
     QueueStats,
     StoredEvent,
 )
+from relayhook.store.common import SqlStore, Work
 from relayhook.store.rows import pages_since
-from relayhook.store.sql import Db
 from relayhook.store.sqlite import deliveries, destinations, reads, silences
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
@@ -44,7 +41,7 @@ T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The delivery log in one SQLite file.
 
     With daemon=True it takes the file's daemon lock first (StoreBusy when another daemon
@@ -71,9 +68,13 @@ class SqliteStore:
     # One daemon per file (the lock): what it has in flight is known in memory, no lease.
     lease: float | None = None
 
-    async def _tx(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _tx(self, work: Work[T]) -> T:
         """Statements written once (store/sql.py) in the writer's next transaction."""
         return await self._writer.run(lambda conn: run_sync(work(SqliteDb(conn))))
+
+    async def _read(self, work: Work[T]) -> T:
+        # On the writer too, for now: it sees every commit before it, and joins a group.
+        return await self._tx(work)
 
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
         return len(list(ids))
@@ -90,16 +91,6 @@ class SqliteStore:
 
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
-
-    async def events_to_route(
-        self, limit: int, received_before: float | None = None
-    ) -> list[Event]:
-        return await self._tx(
-            partial(events.events_to_route, limit=limit, received_before=received_before)
-        )
-
-    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
-        return await self._tx(partial(events.save_routings, routings=routings, now=now))
 
     async def recover(self, now: float) -> int:
         return await self._writer.run(partial(deliveries.recover, now=now))
@@ -150,24 +141,6 @@ class SqliteStore:
 
         return await self._writer.run(run)
 
-    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._tx(partial(groups.due_groups, now=now, limit=limit))
-
-    async def next_group_due(self) -> float | None:
-        return await self._tx(groups.next_group_due)
-
-    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._tx(partial(groups.group_members, group_id=group_id, limit=limit))
-
-    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
-
-    async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._tx(groups.waiting_groups)
-
-    async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
-
     async def page_deliveries(
         self, f: DeliveryFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
@@ -182,9 +155,6 @@ class SqliteStore:
         self, f: EventFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
         return await self._writer.run(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
 
     async def add_silence(
         self,
@@ -284,9 +254,6 @@ class SqliteStore:
 
     async def queue_stats(self, now: float) -> QueueStats:
         return await self._writer.run(partial(reads.queue_stats, now=now))
-
-    async def ping(self) -> None:
-        await self._writer.run(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def prune(self, cutoff: float) -> PruneResult:
         """In batches of small transactions, so ingest waits for none of them for long;

@@ -1,0 +1,70 @@
+"""What the SQL backends share behind the Store interface: each call that is written
+once over Db (store/sql.py), run in a write transaction (`_tx`) or as a read (`_read`).
+The backends keep only what differs: ingest, claims and leases, locks, listening,
+pruning and closing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+from relayhook.model import Event, Routing
+from relayhook.store import events, groups
+from relayhook.store.base import Digest, DueGroup
+from relayhook.store.sql import Db
+
+__all__ = ["SqlStore", "Work"]
+
+T = TypeVar("T")
+Work = Callable[[Db], Coroutine[Any, Any, T]]
+
+
+class SqlStore:
+    """The Store calls written once; a backend subclasses it with its two primitives."""
+
+    async def _tx(self, work: Work[T]) -> T:
+        """work in one write transaction: all its writes or none."""
+        raise NotImplementedError
+
+    async def _read(self, work: Work[T]) -> T:
+        """work that only reads (or writes whole in each statement)."""
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        await self._read(partial(_value, sql="SELECT 1"))
+
+    async def events_to_route(
+        self, limit: int, received_before: float | None = None
+    ) -> list[Event]:
+        return await self._read(
+            partial(events.events_to_route, limit=limit, received_before=received_before)
+        )
+
+    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
+        return await self._tx(partial(events.save_routings, routings=routings, now=now))
+
+    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
+        return await self._read(partial(groups.due_groups, now=now, limit=limit))
+
+    async def next_group_due(self) -> float | None:
+        return await self._read(groups.next_group_due)
+
+    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
+        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
+
+    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
+        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
+
+    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
+        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
+
+    async def waiting_groups(self) -> list[dict[str, Any]]:
+        return await self._read(groups.waiting_groups)
+
+    async def send_group_now(self, group_id: int, now: float) -> bool:
+        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
+
+
+async def _value(db: Db, sql: str) -> Any:
+    return await db.value(sql)
