@@ -5,12 +5,13 @@ pruning and closing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 from relayhook.model import Event, Routing
-from relayhook.store import events, groups
+from relayhook.policy.silence import Matcher, Silence, SilenceFacts
+from relayhook.store import events, groups, silences
 from relayhook.store.base import Digest, DueGroup
 from relayhook.store.sql import Db
 
@@ -64,6 +65,32 @@ class SqlStore:
 
     async def send_group_now(self, group_id: int, now: float) -> bool:
         return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
+
+    async def add_silence(
+        self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
+        author: str, now: float,
+    ) -> int:  # fmt: skip
+        return await self._tx(
+            partial(silences.add_silence, matchers=tuple(matchers), starts_at=starts_at,
+                    ends_at=ends_at, comment=comment, author=author, now=now)
+        )  # fmt: skip
+
+    async def active_silences(self, now: float) -> list[Silence]:
+        return await self._read(partial(silences.active_silences, now=now))
+
+    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
+        return await self._read(
+            partial(silences.list_silences, now=now, include_ended=include_ended)
+        )
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        return await self._tx(partial(silences.expire_silence, silence_id=silence_id, now=now))
+
+    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
+        return await self._read(partial(silences.silence_facts, ids=list(ids)))
+
+    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
+        return await self._tx(partial(silences.mute, muted=list(muted), now=now))
 
 
 async def _value(db: Db, sql: str) -> Any:

@@ -18,7 +18,6 @@ from psycopg import AsyncConnection
 
 from relayhook.model import Attempt, CircuitState, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
-from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store import events
 from relayhook.store.base import (
     DeliveryFilter,
@@ -29,7 +28,7 @@ from relayhook.store.base import (
     StoredEvent,
 )
 from relayhook.store.common import SqlStore, Work
-from relayhook.store.postgres import deliveries, destinations, reads, silences
+from relayhook.store.postgres import deliveries, destinations, reads
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
@@ -205,34 +204,6 @@ class PostgresStore(SqlStore):
             return await deliveries.replay(conn, await deliveries.dead_since(conn, since), now)
 
         return await self._db.run(run)
-
-    async def add_silence(
-        self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
-        author: str, now: float,
-    ) -> int:  # fmt: skip
-        return await self._db.run(
-            partial(silences.add_silence, matchers=list(matchers), starts_at=starts_at,
-                    ends_at=ends_at, comment=comment, author=author, now=now)
-        )  # fmt: skip
-
-    async def active_silences(self, now: float) -> list[Silence]:
-        return await self._db.read(partial(silences.active_silences, now=now))
-
-    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
-        return await self._db.run(
-            partial(silences.list_silences, now=now, include_ended=include_ended)
-        )
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        return await self._db.run(partial(silences.expire_silence, silence_id=silence_id, now=now))
-
-    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
-        chosen = list(ids)
-        return await self._db.read(partial(silences.silence_facts, ids=chosen))
-
-    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
-        chosen = list(muted)
-        return await self._db.run(partial(silences.mute, muted=chosen, now=now))
 
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100

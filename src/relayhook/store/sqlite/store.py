@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import msgspec
 
 from relayhook.model import Attempt, CircuitState, Delivery, NewEvent
-from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 from relayhook.store.base import (
     DeliveryFilter,
     EventFilter,
@@ -27,7 +26,7 @@ from relayhook.store.base import (
 )
 from relayhook.store.common import SqlStore, Work
 from relayhook.store.rows import pages_since
-from relayhook.store.sqlite import deliveries, destinations, reads, silences
+from relayhook.store.sqlite import deliveries, destinations, reads
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
@@ -155,43 +154,6 @@ class SqliteStore(SqlStore):
         self, f: EventFilter, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
         return await self._writer.run(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def add_silence(
-        self,
-        matchers: Sequence[Matcher],
-        starts_at: float,
-        ends_at: float,
-        comment: str,
-        author: str,
-        now: float,
-    ) -> int:
-        chosen = tuple(matchers)
-        return await self._writer.run(
-            lambda conn: silences.add_silence(
-                conn, chosen, starts_at, ends_at, comment, author, now
-            )
-        )
-
-    async def active_silences(self, now: float) -> list[Silence]:
-        return await self._writer.run(partial(silences.active_silences, now=now))
-
-    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(silences.list_silences, now=now, include_ended=include_ended)
-        )
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        return await self._writer.run(
-            partial(silences.expire_silence, silence_id=silence_id, now=now)
-        )
-
-    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
-        chosen = list(ids)
-        return await self._writer.run(partial(silences.silence_facts, ids=chosen))
-
-    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
-        chosen = list(muted)
-        return await self._writer.run(partial(silences.mute, muted=chosen, now=now))
 
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100
