@@ -9,9 +9,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from relayhook.model import Event, Routing
+from relayhook.model import CircuitState, Event, Routing
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import events, groups, silences
+from relayhook.store import destinations, events, groups, silences
 from relayhook.store.base import Digest, DueGroup
 from relayhook.store.sql import Db
 
@@ -91,6 +91,15 @@ class SqlStore:
 
     async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
         return await self._tx(partial(silences.mute, muted=list(muted), now=now))
+
+    async def circuits(self) -> list[CircuitState]:
+        return await self._read(destinations.circuits)
+
+    async def save_circuit(self, state: CircuitState) -> None:
+        await self._tx(partial(destinations.save_circuit, state=state))
+
+    async def destination_status(self) -> dict[str, dict[str, Any]]:
+        return await self._read(destinations.destination_status)
 
 
 async def _value(db: Db, sql: str) -> Any:

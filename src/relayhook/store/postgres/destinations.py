@@ -1,5 +1,5 @@
-"""Destinations in PostgreSQL: circuits (shared by every instance), last outcomes, and
-retention."""
+"""Destinations in PostgreSQL: the probe of an open circuit, taken by one instance, and
+retention (the rest is store/destinations.py, for both databases)."""
 
 from __future__ import annotations
 
@@ -7,31 +7,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from relayhook.model import CircuitState
 from relayhook.store.postgres.schema import take_lock
-from relayhook.store.rows import NO_DESTINATION, circuit_of, destination_view
 
-__all__ = ["circuits", "destination_status", "prune_batch", "save_circuit", "take_probe"]
+__all__ = ["prune_batch", "take_probe"]
 
 Conn = AsyncConnection[Any]
-
-
-async def circuits(conn: Conn) -> list[CircuitState]:
-    cur = await conn.execute("SELECT * FROM destinations ORDER BY name")
-    return [circuit_of(row) for row in await cur.fetchall()]
-
-
-async def save_circuit(conn: Conn, state: CircuitState) -> None:
-    await conn.execute(
-        "INSERT INTO destinations (name, circuit_open, failures, opened_at, probe_every,"
-        " next_probe_at, circuit_error) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET circuit_open = excluded.circuit_open,"
-        " failures = excluded.failures, opened_at = excluded.opened_at,"
-        " probe_every = excluded.probe_every, next_probe_at = excluded.next_probe_at,"
-        " circuit_error = excluded.circuit_error",
-        (state.destination, state.open, state.failures, state.opened_at, state.probe_every,
-         state.next_probe_at, state.last_error),
-    )  # fmt: skip
 
 
 async def take_probe(conn: Conn, destination: str, now: float, every: float) -> float | None:
@@ -53,19 +33,6 @@ async def take_probe(conn: Conn, destination: str, now: float, every: float) -> 
         (destination, now),
     )
     return None if await cur.fetchone() is not None else every
-
-
-async def destination_status(conn: Conn) -> dict[str, dict[str, Any]]:
-    cur = await conn.execute("SELECT * FROM destinations")
-    found = {row["name"]: destination_view(row) for row in await cur.fetchall()}
-    cur = await conn.execute(
-        "SELECT destination, COUNT(*) AS n, MIN(next_attempt_at) AS oldest FROM deliveries"
-        " WHERE state IN ('pending', 'retrying') GROUP BY destination"
-    )
-    for row in await cur.fetchall():
-        entry = found.setdefault(row["destination"], dict(NO_DESTINATION))
-        entry.update(queue=int(row["n"]), oldest_due_at=row["oldest"])
-    return found
 
 
 async def prune_batch(conn: Conn, cutoff: float, batch: int = 2000) -> tuple[int, int, int] | None:

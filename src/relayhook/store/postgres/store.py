@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 from psycopg import AsyncConnection
 
-from relayhook.model import Attempt, CircuitState, Delivery, NewEvent, Routing
+from relayhook.model import Attempt, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
 from relayhook.store import events
 from relayhook.store.base import (
@@ -181,19 +181,10 @@ class PostgresStore(SqlStore):
             partial(deliveries.orphans, configured=names, before=before, now=now)
         )
 
-    async def circuits(self) -> list[CircuitState]:
-        return await self._db.read(destinations.circuits)
-
-    async def save_circuit(self, state: CircuitState) -> None:
-        await self._db.run(partial(destinations.save_circuit, state=state))
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return await self._db.read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
-
-    async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._db.read(destinations.destination_status)
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
         chosen = list(ids)

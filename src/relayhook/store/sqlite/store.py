@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from relayhook.model import Attempt, CircuitState, Delivery, NewEvent
+from relayhook.model import Attempt, Delivery, NewEvent
 from relayhook.store.base import (
     DeliveryFilter,
     EventFilter,
@@ -26,7 +26,7 @@ from relayhook.store.base import (
 )
 from relayhook.store.common import SqlStore, Work
 from relayhook.store.rows import pages_since
-from relayhook.store.sqlite import deliveries, destinations, reads
+from relayhook.store.sqlite import deliveries, reads
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
@@ -118,17 +118,8 @@ class SqliteStore(SqlStore):
             partial(deliveries.orphans, configured=names, before=before, now=now)
         )
 
-    async def circuits(self) -> list[CircuitState]:
-        return await self._writer.run(destinations.circuits)
-
-    async def save_circuit(self, state: CircuitState) -> None:
-        await self._writer.run(partial(destinations.save_circuit, state=state))
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return every  # one daemon per file: its probes and their interval are its own
-
-    async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._writer.run(destinations.destination_status)
 
     async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
         chosen = list(ids)
