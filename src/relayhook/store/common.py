@@ -9,9 +9,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from relayhook.model import CircuitState, Event, Routing
+from relayhook.model import Attempt, CircuitState, Event, Routing
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import destinations, events, groups, silences
+from relayhook.store import deliveries, destinations, events, groups, silences
 from relayhook.store.base import Digest, DueGroup
 from relayhook.store.sql import Db
 
@@ -30,6 +30,10 @@ class SqlStore:
 
     async def _read(self, work: Work[T]) -> T:
         """work that only reads (or writes whole in each statement)."""
+        raise NotImplementedError
+
+    async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
+        """Attempts' decisions applied to their deliveries: the ids applied."""
         raise NotImplementedError
 
     async def ping(self) -> None:
@@ -100,6 +104,29 @@ class SqlStore:
 
     async def destination_status(self) -> dict[str, dict[str, Any]]:
         return await self._read(destinations.destination_status)
+
+    async def recover(self, now: float) -> int:
+        return await self._tx(partial(deliveries.recover, now=now))
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        await self._tx(partial(deliveries.record_attempts, attempts=attempts, decide=self._decide))
+
+    async def waiting_by_destination(self) -> dict[str, int]:
+        return await self._read(deliveries.waiting_by_destination)
+
+    async def requeue_due(self, destination: str, now: float) -> int:
+        return await self._tx(partial(deliveries.requeue_due, destination=destination, now=now))
+
+    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
+        return await self._tx(
+            partial(deliveries.orphans, configured=list(configured), before=before, now=now)
+        )
+
+    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
+        return await self._tx(partial(deliveries.replay, ids=list(ids), now=now))
+
+    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
+        return await self._tx(partial(deliveries.replay_dead, since=since, now=now))
 
 
 async def _value(db: Db, sql: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from relayhook.model import CircuitState, Event
+from relayhook.model import CircuitState, Delivery, Event
 from relayhook.policy.noise import shown_key
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 
@@ -19,6 +19,7 @@ __all__ = [
     "NO_DESTINATION",
     "STORED_EVENT_SQL",
     "circuit_of",
+    "delivery_of",
     "destination_view",
     "dump_matchers",
     "facts_of",
@@ -76,6 +77,15 @@ async def pages_since(
         if len(found) < batch:
             return
         after = found[-1].event.id
+
+
+def delivery_of(row: Row) -> Delivery:
+    """A claimed delivery, with what its sender reads of the event."""
+    return Delivery(
+        row["id"], row["event_id"], row["destination"], row["title"], row["body"],
+        row["format"], row["attempts"], row["received_at"], row["severity"], row["rule"],
+        row["next_attempt_at"], row["fallback_of"], row["event_type"], row["source"],
+    )  # fmt: skip
 
 
 def circuit_of(row: Row) -> CircuitState:

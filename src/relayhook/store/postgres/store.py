@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
 from relayhook.store.rows import pages_since
+from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
 
@@ -73,6 +74,27 @@ class PostgresStore(SqlStore):
     async def _read(self, work: Work[T]) -> T:
         """Statements written once, each standing alone (no BEGIN and COMMIT)."""
         return await self._db.read(lambda conn: work(PostgresDb(conn)))
+
+    async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
+        return await deliveries.decide(db, attempts, self.owner)
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        assert self.lease is not None
+        claim = partial(
+            deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
+            lease=self.lease,
+        )  # fmt: skip
+        return await self._read(claim)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        await self._tx(partial(deliveries.release, ids=list(ids), owner=self.owner))
+
+    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
+        return await self._tx(
+            partial(deliveries.renew_leases, ids=list(ids), owner=self.owner, until=until)
+        )
 
     def exclusive(self, job: str) -> contextlib.AbstractAsyncContextManager[bool]:
         return self._db.exclusive(job, self.hold_idle)
@@ -143,58 +165,10 @@ class PostgresStore(SqlStore):
         finally:
             await conn.close()
 
-    async def recover(self, now: float) -> int:
-        return await self._db.run(partial(deliveries.recover, now=now))
-
-    async def claim_due(
-        self, wants: Mapping[str, int], busy: Set[int], now: float
-    ) -> tuple[list[Delivery], float | None]:
-        assert self.lease is not None
-        claim = partial(
-            deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
-            lease=self.lease,
-        )  # fmt: skip
-        return await self._db.read(claim)
-
-    async def release(self, ids: Sequence[int]) -> None:
-        chosen = list(ids)
-        await self._db.run(partial(deliveries.release, ids=chosen, owner=self.owner))
-
-    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
-        chosen = list(ids)
-        return await self._db.run(
-            partial(deliveries.renew_leases, ids=chosen, owner=self.owner, until=until)
-        )
-
-    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._db.run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
-
-    async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._db.read(deliveries.waiting_by_destination)
-
-    async def requeue_due(self, destination: str, now: float) -> int:
-        return await self._db.run(partial(deliveries.requeue_due, destination=destination, now=now))
-
-    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
-        names = list(configured)
-        return await self._db.run(
-            partial(deliveries.orphans, configured=names, before=before, now=now)
-        )
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return await self._db.read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
-
-    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-        chosen = list(ids)
-        return await self._db.run(partial(deliveries.replay, ids=chosen, now=now))
-
-    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
-        async def run(conn: Conn) -> list[tuple[int, int]]:
-            return await deliveries.replay(conn, await deliveries.dead_since(conn, since), now)
-
-        return await self._db.run(run)
 
     async def list_events(
         self, *, state: str | None = None, since: float | None = None, limit: int = 100

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from relayhook.store.base import (
 )
 from relayhook.store.common import SqlStore, Work
 from relayhook.store.rows import pages_since
+from relayhook.store.sql import Db
 from relayhook.store.sqlite import deliveries, reads
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
@@ -75,6 +75,14 @@ class SqliteStore(SqlStore):
         # On the writer too, for now: it sees every commit before it, and joins a group.
         return await self._tx(work)
 
+    async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
+        return await deliveries.decide(db, attempts)
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        return await self._read(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
+
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
         return len(list(ids))
 
@@ -91,45 +99,8 @@ class SqliteStore(SqlStore):
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
 
-    async def recover(self, now: float) -> int:
-        return await self._writer.run(partial(deliveries.recover, now=now))
-
-    async def claim_due(
-        self, wants: Mapping[str, int], busy: Set[int], now: float
-    ) -> tuple[list[Delivery], float | None]:
-        return await self._writer.run(
-            partial(deliveries.claim_due, wants=wants, busy=busy, now=now)
-        )
-
-    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._writer.run(partial(deliveries.record_attempts, attempts=attempts))
-
-    async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._writer.run(deliveries.waiting_by_destination)
-
-    async def requeue_due(self, destination: str, now: float) -> int:
-        return await self._writer.run(
-            partial(deliveries.requeue_due, destination=destination, now=now)
-        )
-
-    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
-        names = list(configured)
-        return await self._writer.run(
-            partial(deliveries.orphans, configured=names, before=before, now=now)
-        )
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return every  # one daemon per file: its probes and their interval are its own
-
-    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-        chosen = list(ids)
-        return await self._writer.run(partial(deliveries.replay, ids=chosen, now=now))
-
-    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
-        def run(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-            return deliveries.replay(conn, deliveries.dead_since(conn, since), now)
-
-        return await self._writer.run(run)
 
     async def page_deliveries(
         self, f: DeliveryFilter, before: int | None, limit: int
