@@ -5,14 +5,22 @@ pruning and closing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 from relayhook.model import Attempt, CircuitState, Event, Routing
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import deliveries, destinations, events, groups, silences
-from relayhook.store.base import Digest, DueGroup
+from relayhook.store import deliveries, destinations, events, groups, reads, silences
+from relayhook.store.base import (
+    DeliveryFilter,
+    Digest,
+    DueGroup,
+    EventFilter,
+    Made,
+    QueueStats,
+    StoredEvent,
+)
 from relayhook.store.sql import Db
 
 __all__ = ["SqlStore", "Work"]
@@ -31,6 +39,11 @@ class SqlStore:
     async def _read(self, work: Work[T]) -> T:
         """work that only reads (or writes whole in each statement)."""
         raise NotImplementedError
+
+    async def _scan(self, work: Work[T]) -> T:
+        """A page of a long scan (Store.events_since and its kin): a read, unless the
+        backend reads those elsewhere."""
+        return await self._read(work)
 
     async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
         """Attempts' decisions applied to their deliveries: the ids applied."""
@@ -127,6 +140,63 @@ class SqlStore:
 
     async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
         return await self._tx(partial(deliveries.replay_dead, since=since, now=now))
+
+    async def list_events(
+        self, *, state: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        return await self._read(partial(reads.list_events, state=state, since=since, limit=limit))
+
+    async def get_event(self, event_id: int) -> dict[str, Any] | None:
+        return await self._read(partial(reads.get_event, event_id=event_id))
+
+    async def page_events(
+        self, f: EventFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._read(partial(reads.page_events, f=f, before=before, limit=limit))
+
+    async def list_deliveries(
+        self, *, state: str | None = None, rule: str | None = None,
+        destination: str | None = None, since: float | None = None, limit: int = 100,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        return await self._read(
+            partial(reads.list_deliveries, state=state, rule=rule, destination=destination,
+                    since=since, limit=limit)
+        )  # fmt: skip
+
+    async def page_deliveries(
+        self, f: DeliveryFilter, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
+
+    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
+        return await self._read(partial(reads.matching_deliveries, f=f))
+
+    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        return await self._read(partial(reads.get_delivery, delivery_id=delivery_id))
+
+    async def queue_stats(self, now: float) -> QueueStats:
+        return await self._read(partial(reads.queue_stats, now=now))
+
+    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
+        """Pages of up to batch events by id, from the first received at or after since."""
+        first = await self._scan(partial(reads.first_event_since, since=since))
+        if first is None:
+            return
+        after = first - 1
+        while True:
+            page = partial(reads.events_page, since=since, after=after, limit=batch)
+            found = await self._scan(page)
+            if found:
+                yield found
+            if len(found) < batch:
+                return
+            after = found[-1].event.id
+
+    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
+        return await self._scan(partial(reads.events_by_id, ids=sorted(set(ids))))
+
+    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
+        return await self._scan(partial(reads.made_for, event_ids=list(event_ids)))
 
 
 async def _value(db: Db, sql: str) -> Any:

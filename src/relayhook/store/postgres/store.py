@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
@@ -20,19 +20,13 @@ from relayhook.model import Attempt, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
 from relayhook.store import events
 from relayhook.store.base import (
-    DeliveryFilter,
-    EventFilter,
-    Made,
     PruneResult,
-    QueueStats,
-    StoredEvent,
 )
 from relayhook.store.common import SqlStore, Work
-from relayhook.store.postgres import deliveries, destinations, reads
+from relayhook.store.postgres import deliveries, destinations
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
-from relayhook.store.rows import pages_since
 from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
@@ -169,62 +163,6 @@ class PostgresStore(SqlStore):
         return await self._db.read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
-
-    async def list_events(
-        self, *, state: str | None = None, since: float | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(
-            partial(reads.list_events, state=state, since=since, limit=limit)
-        )
-
-    async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._db.read(partial(reads.get_event, event_id=event_id))
-
-    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        async def first() -> int | None:
-            return await self._db.read(partial(reads.first_event_since, since=since))
-
-        async def page(after: int, limit: int) -> list[StoredEvent]:
-            return await self._db.read(
-                partial(reads.events_page, since=since, after=after, limit=limit)
-            )
-
-        async for found in pages_since(first, page, batch):
-            yield found
-
-    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        return await self._db.read(partial(reads.events_by_id, ids=sorted(set(ids))))
-
-    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        return await self._db.read(partial(reads.made_for, event_ids=list(event_ids)))
-
-    async def list_deliveries(
-        self, *, state: str | None = None, rule: str | None = None,
-        destination: str | None = None, since: float | None = None, limit: int = 100,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        return await self._db.run(
-            partial(reads.list_deliveries, state=state, rule=rule, destination=destination,
-                    since=since, limit=limit)
-        )  # fmt: skip
-
-    async def page_deliveries(
-        self, f: DeliveryFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
-
-    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._db.read(partial(reads.matching_deliveries, f=f))
-
-    async def page_events(
-        self, f: EventFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._db.read(partial(reads.get_delivery, delivery_id=delivery_id))
-
-    async def queue_stats(self, now: float) -> QueueStats:
-        return await self._db.read(partial(reads.queue_stats, now=now))
 
     async def prune(self, cutoff: float) -> PruneResult:
         total = PruneResult()

@@ -10,23 +10,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
 from relayhook.model import Attempt, Delivery, NewEvent
 from relayhook.store.base import (
-    DeliveryFilter,
-    EventFilter,
-    Made,
     PruneResult,
-    QueueStats,
-    StoredEvent,
 )
 from relayhook.store.common import SqlStore, Work
-from relayhook.store.rows import pages_since
 from relayhook.store.sql import Db
-from relayhook.store.sqlite import deliveries, reads
+from relayhook.store.sqlite import deliveries
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
 from relayhook.store.sqlite.retention import prune_batch
@@ -75,6 +69,13 @@ class SqliteStore(SqlStore):
         # On the writer too, for now: it sees every commit before it, and joins a group.
         return await self._tx(work)
 
+    async def _scan(self, work: Work[T]) -> T:
+        # Outside the writer's transactions (each statement a snapshot of its own), so a
+        # running daemon's commits never wait for a scan of many pages.
+        return await self._writer.run(
+            lambda conn: run_sync(work(SqliteDb(conn))), transaction=False
+        )
+
     async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
         return await deliveries.decide(db, attempts)
 
@@ -101,83 +102,6 @@ class SqliteStore(SqlStore):
 
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return every  # one daemon per file: its probes and their interval are its own
-
-    async def page_deliveries(
-        self, f: DeliveryFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(reads.page_deliveries, f=f, before=before, limit=limit)
-        )
-
-    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._writer.run(partial(reads.matching_deliveries, f=f))
-
-    async def page_events(
-        self, f: EventFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def list_events(
-        self, *, state: str | None = None, since: float | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(reads.list_events, state=state, since=since, limit=limit)
-        )
-
-    async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._writer.run(partial(reads.get_event, event_id=event_id))
-
-    # A scan of many pages reads outside the writer's transactions (each statement a
-    # snapshot of its own), so a running daemon's commits never wait for it.
-
-    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        async def first() -> int | None:
-            return await self._writer.run(
-                partial(reads.first_event_since, since=since), transaction=False
-            )
-
-        async def page(after: int, limit: int) -> list[StoredEvent]:
-            return await self._writer.run(
-                partial(reads.events_page, since=since, after=after, limit=limit),
-                transaction=False,
-            )
-
-        async for found in pages_since(first, page, batch):
-            yield found
-
-    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        chosen = sorted(set(ids))
-        return await self._writer.run(partial(reads.events_by_id, ids=chosen), transaction=False)
-
-    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        chosen = list(event_ids)
-        return await self._writer.run(partial(reads.made_for, event_ids=chosen), transaction=False)
-
-    async def list_deliveries(
-        self,
-        *,
-        state: str | None = None,
-        rule: str | None = None,
-        destination: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(
-                reads.list_deliveries,
-                state=state,
-                rule=rule,
-                destination=destination,
-                since=since,
-                limit=limit,
-            )
-        )
-
-    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._writer.run(partial(reads.get_delivery, delivery_id=delivery_id))
-
-    async def queue_stats(self, now: float) -> QueueStats:
-        return await self._writer.run(partial(reads.queue_stats, now=now))
 
     async def prune(self, cutoff: float) -> PruneResult:
         """In batches of small transactions, so ingest waits for none of them for long;
