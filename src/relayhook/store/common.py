@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 from relayhook.model import Attempt, CircuitState, Event, Routing
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import deliveries, destinations, events, groups, reads, silences
+from relayhook.store import deliveries, destinations, events, groups, reads, retention, silences
 from relayhook.store.base import (
     DeliveryFilter,
     Digest,
     DueGroup,
     EventFilter,
     Made,
+    PruneResult,
     QueueStats,
     StoredEvent,
 )
@@ -48,6 +49,10 @@ class SqlStore:
     async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
         """Attempts' decisions applied to their deliveries: the ids applied."""
         raise NotImplementedError
+
+    async def _prune_batch(self, db: Db, cutoff: float) -> tuple[int, int, int] | None:
+        """One batch of retention: (events, deliveries, attempts) deleted, None when done."""
+        return await retention.prune_batch(db, cutoff)
 
     async def ping(self) -> None:
         await self._read(partial(_value, sql="SELECT 1"))
@@ -197,6 +202,16 @@ class SqlStore:
 
     async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
         return await self._scan(partial(reads.made_for, event_ids=list(event_ids)))
+
+    async def prune(self, cutoff: float) -> PruneResult:
+        """In batches of small transactions, so ingest waits for none of them for long."""
+        total = PruneResult()
+        while (done := await self._tx(partial(self._prune_batch, cutoff=cutoff))) is not None:
+            events, deliveries, attempts = done
+            total = PruneResult(
+                total.events + events, total.deliveries + deliveries, total.attempts + attempts
+            )
+        return total
 
 
 async def _value(db: Db, sql: str) -> Any:

@@ -1,5 +1,5 @@
-"""Destinations in PostgreSQL: the probe of an open circuit, taken by one instance, and
-retention (the rest is store/destinations.py, for both databases)."""
+"""Destinations in PostgreSQL: the probe of an open circuit, taken by one instance (the
+rest is store/destinations.py, for both databases)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from relayhook.store.postgres.schema import take_lock
-
-__all__ = ["prune_batch", "take_probe"]
+__all__ = ["take_probe"]
 
 Conn = AsyncConnection[Any]
 
@@ -33,30 +31,3 @@ async def take_probe(conn: Conn, destination: str, now: float, every: float) -> 
         (destination, now),
     )
     return None if await cur.fetchone() is not None else every
-
-
-async def prune_batch(conn: Conn, cutoff: float, batch: int = 2000) -> tuple[int, int, int] | None:
-    """One batch of retention, None when done, or when another instance prunes now."""
-    if not await take_lock(conn, "prune"):
-        return None
-    cur = await conn.execute(
-        "SELECT e.id FROM events e WHERE e.received_at < %s AND e.state != 'received'"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND"
-        " (d.state IN ('pending', 'retrying', 'sending') OR d.updated_at >= %s"
-        "  OR (d.state = 'grouped' AND EXISTS (SELECT 1 FROM groups g"
-        "      WHERE g.id = d.group_id AND g.state != 'sent'))))"
-        " ORDER BY e.id LIMIT %s",
-        (cutoff, cutoff, batch),
-    )
-    ids = [int(row["id"]) for row in await cur.fetchall()]
-    if not ids:
-        return None
-    attempts = await conn.execute(
-        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries"
-        " WHERE event_id = ANY(%s))",
-        (ids,),
-    )
-    deliveries = await conn.execute("DELETE FROM deliveries WHERE event_id = ANY(%s)", (ids,))
-    events = await conn.execute("DELETE FROM events WHERE id = ANY(%s)", (ids,))
-    await conn.execute("DELETE FROM groups WHERE state = 'sent' AND sent_at < %s", (cutoff,))
-    return events.rowcount, deliveries.rowcount, attempts.rowcount

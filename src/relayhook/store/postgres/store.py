@@ -19,14 +19,12 @@ from psycopg import AsyncConnection
 from relayhook.model import Attempt, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
 from relayhook.store import events
-from relayhook.store.base import (
-    PruneResult,
-)
 from relayhook.store.common import SqlStore, Work
 from relayhook.store.postgres import deliveries, destinations
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
+from relayhook.store.postgres.schema import lock_key
 from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
@@ -164,17 +162,11 @@ class PostgresStore(SqlStore):
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
 
-    async def prune(self, cutoff: float) -> PruneResult:
-        total = PruneResult()
-        while True:
-            done = await self._db.run(partial(destinations.prune_batch, cutoff=cutoff))
-            if done is None:
-                return total
-            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+    async def _prune_batch(self, db: Db, cutoff: float) -> tuple[int, int, int] | None:
+        # One instance prunes at a time: the others find the lock taken and stop.
+        if not await db.value("SELECT pg_try_advisory_xact_lock(?)", (lock_key("prune"),)):
+            return None
+        return await super()._prune_batch(db, cutoff)
 
     async def close(self) -> None:
         await self._db.close()
-
-
-def _fields(result: PruneResult) -> tuple[int, int, int]:
-    return result.events, result.deliveries, result.attempts

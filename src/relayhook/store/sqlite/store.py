@@ -23,7 +23,6 @@ from relayhook.store.sql import Db
 from relayhook.store.sqlite import deliveries
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
-from relayhook.store.sqlite.retention import prune_batch
 from relayhook.store.sqlite.schema import connect, migrate, shrink
 from relayhook.store.sqlite.writer import Writer
 
@@ -104,16 +103,9 @@ class SqliteStore(SqlStore):
         return every  # one daemon per file: its probes and their interval are its own
 
     async def prune(self, cutoff: float) -> PruneResult:
-        """In batches of small transactions, so ingest waits for none of them for long;
-        then the freed pages go back to the file system."""
-        total = PruneResult()
-        while True:
-            done = await self._writer.run(partial(prune_batch, cutoff=cutoff))
-            if done is None:
-                break
-            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+        total = await super().prune(cutoff)
         if total.events:
-            await self._writer.run(shrink, transaction=False)
+            await self._writer.run(shrink, transaction=False)  # the freed pages go back
         return total
 
     async def close(self) -> None:
@@ -121,7 +113,3 @@ class SqliteStore(SqlStore):
         self._conn.close()
         if self._lock is not None:
             self._lock.release()
-
-
-def _fields(result: PruneResult) -> tuple[int, int, int]:
-    return result.events, result.deliveries, result.attempts
