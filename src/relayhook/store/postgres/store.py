@@ -24,7 +24,7 @@ from relayhook.store.postgres import deliveries, destinations
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
-from relayhook.store.postgres.schema import lock_key
+from relayhook.store.postgres.schema import take_lock
 from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
@@ -164,7 +164,7 @@ class PostgresStore(SqlStore):
 
     async def _prune_batch(self, db: Db, cutoff: float) -> tuple[int, int, int] | None:
         # One instance prunes at a time: the others find the lock taken and stop.
-        if not await db.value("SELECT pg_try_advisory_xact_lock(?)", (lock_key("prune"),)):
+        if not await take_lock(db, "prune"):
             return None
         return await super()._prune_batch(db, cutoff)
 
