@@ -3,31 +3,26 @@ rest is store/destinations.py, for both databases)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from psycopg import AsyncConnection
+from relayhook.store.sql import Db
 
 __all__ = ["take_probe"]
 
-Conn = AsyncConnection[Any]
 
-
-async def take_probe(conn: Conn, destination: str, now: float, every: float) -> float | None:
+async def take_probe(db: Db, destination: str, now: float, every: float) -> float | None:
     """Take the probe of an open circuit for this instance: the probe interval in force
     (the stored one, which the instance that probed last doubled), or None when another
     instance took it (the stored next probe is still ahead). A circuit not stored open yet
     denies nobody, and keeps `every`."""
-    cur = await conn.execute(
-        "UPDATE destinations SET next_probe_at = %s + probe_every WHERE name = %s"
-        " AND circuit_open AND (next_probe_at IS NULL OR next_probe_at <= %s)"
+    probe_every = await db.value(
+        "UPDATE destinations SET next_probe_at = ? + probe_every WHERE name = ?"
+        " AND circuit_open AND (next_probe_at IS NULL OR next_probe_at <= ?)"
         " RETURNING probe_every",
         (now, destination, now),
     )
-    row = await cur.fetchone()
-    if row is not None:
-        return float(row["probe_every"]) or every
-    cur = await conn.execute(
-        "SELECT 1 FROM destinations WHERE name = %s AND circuit_open AND next_probe_at > %s",
+    if probe_every is not None:
+        return float(probe_every) or every
+    taken = await db.one(
+        "SELECT 1 FROM destinations WHERE name = ? AND circuit_open AND next_probe_at > ?",
         (destination, now),
     )
-    return None if await cur.fetchone() is not None else every
+    return None if taken is not None else every

@@ -122,17 +122,17 @@ class PostgresStore(SqlStore):
                     waiting.set_result(result)
 
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
-        async def save(conn: Conn) -> list[bool]:
-            saved = await events.save_routings(PostgresDb(conn), routings, now)
+        async def save(db: Db) -> list[bool]:
+            saved = await events.save_routings(db, routings, now)
             if any(r.messages for r in routings):
-                await self._announce(conn, "deliveries")
+                await self._announce(db, "deliveries")
             if any(m.may_wait for r in routings for m in r.messages):
-                await self._announce(conn, "groups")
+                await self._announce(db, "groups")
             return saved
 
-        return await self._db.run(save)
+        return await self._tx(save)
 
-    async def _announce(self, conn: Conn, topic: str) -> None:
+    async def _announce(self, db: Db, topic: str) -> None:
         """Tell the other instances (on commit) that there is new work of this kind; at
         most every _ANNOUNCE_EVERY per topic (under load they have work of their own, and
         each announcement costs both sides a round trip)."""
@@ -140,7 +140,7 @@ class PostgresStore(SqlStore):
         if now - self._announced.get(topic, -_ANNOUNCE_EVERY) < _ANNOUNCE_EVERY:
             return
         self._announced[topic] = now
-        await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
+        await db.execute("SELECT pg_notify(?, ?)", (_CHANNEL, f"{topic} {self.owner}"))
 
     async def listen(self, heard: Callable[[str], None]) -> None:
         """Call heard(topic) for the work other instances announce ("deliveries",
@@ -158,7 +158,7 @@ class PostgresStore(SqlStore):
             await conn.close()
 
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
-        return await self._db.read(
+        return await self._read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
 

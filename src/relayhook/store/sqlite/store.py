@@ -1,7 +1,8 @@
 """SQLite behind the Store interface: one file, one writer thread, WAL.
 
 Every call is a job for the writer thread (writer.py), so reads see every commit before
-them and writes commit in groups. The SQL lives by concern beside this file.
+them and writes commit in groups. The calls written once for both databases are
+store/common.py's; what is SQLite's own lives beside this file.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from typing import TypeVar
 import msgspec
 
 from relayhook.model import Attempt, Delivery, NewEvent
-from relayhook.store.base import (
-    PruneResult,
-)
+from relayhook.store.base import PruneResult
 from relayhook.store.common import SqlStore, Work
 from relayhook.store.sql import Db
 from relayhook.store.sqlite import deliveries
