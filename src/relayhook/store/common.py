@@ -1,7 +1,7 @@
-"""What the SQL backends share behind the Store interface: each call that is written
-once over Db (store/sql.py), run in a write transaction (`_tx`) or as a read (`_read`).
-The backends keep only what differs: ingest, claims and leases, locks, listening,
-pruning and closing."""
+"""What the SQL backends share behind the Store interface: each call written once over
+Db (store/sql.py), run in a write transaction (`_tx`) or as a read (`_read`). The
+backends keep only what differs: construction, ingest, claims and leases, applying
+attempts' decisions (`_decide`), job locks, listening, and closing."""
 
 from __future__ import annotations
 
