@@ -691,6 +691,28 @@ def test_record_attempts_retry_then_delivered(store: Store) -> None:
     run(go())
 
 
+def test_attempts_log_in_order_when_held_attempts_share_a_number(store: Store) -> None:
+    # A held attempt (the circuit open) spends no attempt, so the next one has its number:
+    # the log lists attempts by number, and those sharing one in the order they were made.
+    async def go() -> None:
+        d = await one(store, "k", at=T0)
+        held = [
+            replace(attempt(d, 1, RETRYING, T0 + 10 * i, next_at=T0 + 10 * i + 5), held=True)
+            for i in range(1, 8)
+        ]
+        await store.record_attempts(held[:3])
+        await store.record_attempts([held[3]])
+        await store.record_attempts(held[4:])
+        await store.record_attempts([attempt(d, 1, DELIVERED, T0 + 90, outcome="delivered")])
+        row = await store.get_delivery(d)
+        assert row is not None
+        assert row["attempts"] == 1
+        log = [(a["number"], a["started_at"], a["held"]) for a in row["attempts_log"]]
+        assert log == [(1, h.started_at, True) for h in held] + [(1, T0 + 90, False)]
+
+    run(go())
+
+
 def test_record_attempts_dead_finishes_and_several_at_once(store: Store) -> None:
     async def go() -> None:
         dead = await one(store, "a", at=T0)

@@ -7,7 +7,7 @@ since the events were routed give equal numbers:
 - send: messages that rendered and no silence muted. On the log's side, the messages
   routing stored in any other state (pending, retrying, delivered, dead, or folded into
   a group: an original message counts once, in its rule; a digest, a replay and a
-  fallback are not messages a rule made, store/rows.py MADE_SQL);
+  fallback are not messages a rule made, store/reads.py _MADE_SQL);
 - silenced: muted by a silence (the dry run applies the silences in force now);
 - errors: failed to render (the log's `failed` deliveries).
 

@@ -1,5 +1,6 @@
 """Events after ingest, for both databases: finding those to route, saving routings with
-the noise stages' holds. (Ingest itself is each backend's own: store/*/events.py.)"""
+the noise stages' holds. (Ingest itself is each backend's own, store/*/events.py, but
+for finding a known key's event.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from relayhook.store import groups
 from relayhook.store.rows import stored_event
 from relayhook.store.sql import Db
 
-__all__ = ["events_to_route", "save_routings"]
+__all__ = ["events_to_route", "save_routings", "stored_id"]
 
 _encode = msgspec.json.Encoder().encode
 _INSERT_DELIVERY = (
@@ -20,6 +21,13 @@ _INSERT_DELIVERY = (
     " state, next_attempt_at, created_at, updated_at, last_error, severity, silence_id,"
     " item, group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+async def stored_id(db: Db, source: str, key: str) -> int:
+    """The id of the event stored under (source, key): ingest's answer to a known key."""
+    return int(
+        await db.value("SELECT id FROM events WHERE source = ? AND event_key = ?", (source, key))
+    )
 
 
 async def events_to_route(db: Db, limit: int, received_before: float | None = None) -> list[Event]:

@@ -1,30 +1,27 @@
-"""Stored rows into the records and views the stages read, the same for every backend:
-the SQL differs between SQLite and PostgreSQL, what a row means does not (the few reads
-whose SQL is the same in both, but for placeholders, are here too)."""
+"""Stored rows into the records and views the stages read, the same for every backend
+(a row is read by column name: a sqlite3.Row or a psycopg dict row)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from relayhook.model import CircuitState, Event
+from relayhook.model import CircuitState, Delivery, Event
 from relayhook.policy.noise import shown_key
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
 
 __all__ = [
-    "MADE_SQL",
     "NO_DESTINATION",
-    "STORED_EVENT_SQL",
     "circuit_of",
+    "delivery_of",
     "destination_view",
     "dump_matchers",
     "facts_of",
     "group_view",
     "member_of",
-    "pages_since",
     "silence_of",
     "silence_view",
     "stored_event",
@@ -33,24 +30,6 @@ __all__ = [
 Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
 _decode = msgspec.json.Decoder().decode
 
-# Both backends' reads of stored events and of what routing made of them ({where},
-# {events}: fixed SQL with bound parameters, in each backend's placeholder style).
-STORED_EVENT_SQL = (
-    "SELECT id, source, event_key, event_type, received_at, headers, body, state FROM events"
-    " WHERE {where}"
-)
-# What routing stored, per event, rule, destination and state. Left out: replays and
-# fallbacks (a person or a dead delivery made them), and digests: a group's digest is a
-# delivery of its own, with no group_id, named by groups.digest_id (a group of one sent
-# as itself names its member, which keeps its group_id, so it counts).
-MADE_SQL = (
-    "SELECT event_id, rule, destination, state, COUNT(*) AS n FROM deliveries"
-    " WHERE event_id {events} AND replay_of IS NULL AND fallback_of IS NULL"
-    " AND (group_id IS NOT NULL"
-    " OR NOT EXISTS (SELECT 1 FROM groups g WHERE g.digest_id = deliveries.id))"
-    " GROUP BY event_id, rule, destination, state"
-)
-
 
 def group_view(row: Row) -> dict[str, Any]:
     group = dict(row)
@@ -58,24 +37,13 @@ def group_view(row: Row) -> dict[str, Any]:
     return group
 
 
-async def pages_since(
-    first_id: Callable[[], Awaitable[int | None]],
-    page: Callable[[int, int], Awaitable[list[Any]]],
-    batch: int,
-) -> AsyncIterator[list[Any]]:
-    """Pages of up to batch events by id from the first one (first_id), each read as
-    page(after, limit): the scan of Store.events_since, the same for every backend."""
-    first = await first_id()
-    if first is None:
-        return
-    after = first - 1
-    while True:
-        found = await page(after, batch)
-        if found:
-            yield found
-        if len(found) < batch:
-            return
-        after = found[-1].event.id
+def delivery_of(row: Row) -> Delivery:
+    """A claimed delivery, with what its sender reads of the event."""
+    return Delivery(
+        row["id"], row["event_id"], row["destination"], row["title"], row["body"],
+        row["format"], row["attempts"], row["received_at"], row["severity"], row["rule"],
+        row["next_attempt_at"], row["fallback_of"], row["event_type"], row["source"],
+    )  # fmt: skip
 
 
 def circuit_of(row: Row) -> CircuitState:

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relayhook.ops.redact import Redactor, url_secrets
 from relayhook.store.base import StoreError
+from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.schema import migrate, take_lock
 
 __all__ = ["Connections"]
@@ -109,7 +110,7 @@ class Connections:
                     "SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
                     (f"{int(hold_idle * 1000)}",),
                 )
-                yield await take_lock(conn, job)
+                yield await take_lock(PostgresDb(conn), job)
         except (psycopg.Error, PoolTimeout) as e:
             raise self.error(e) from e
 

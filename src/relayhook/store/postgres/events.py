@@ -9,6 +9,8 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from relayhook.model import NewEvent
+from relayhook.store.events import stored_id
+from relayhook.store.postgres.db import PostgresDb
 
 __all__ = ["add_events"]
 
@@ -37,10 +39,5 @@ async def add_events(conn: Conn, batch: Sequence[tuple[NewEvent, str]]) -> list[
         if made is not None:
             found.append((made, False))
             continue
-        known = await conn.execute(
-            "SELECT id FROM events WHERE source = %s AND event_key = %s", (e.source, e.key)
-        )
-        row = await known.fetchone()
-        assert row is not None
-        found.append((int(row["id"]), True))
+        found.append((await stored_id(PostgresDb(conn), e.source, e.key), True))
     return found

@@ -3,9 +3,9 @@ that instances starting together do not race."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
+
+from relayhook.store.sql import Db
 
 __all__ = ["MIGRATIONS", "lock_key", "migrate", "take_lock"]
 
@@ -16,11 +16,9 @@ def lock_key(name: str) -> int:
     return int.from_bytes(name.encode(), "big")
 
 
-async def take_lock(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+async def take_lock(db: Db, name: str) -> bool:
     """Whether this transaction now holds the job's lock (no wait; held until it ends)."""
-    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (lock_key(name),))
-    row = await cur.fetchone()
-    return bool(row is not None and row["mine"])
+    return bool(await db.value("SELECT pg_try_advisory_xact_lock(?)", (lock_key(name),)))
 
 
 _LOCK = lock_key("relay")  # the advisory lock migrations run under

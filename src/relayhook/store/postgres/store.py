@@ -9,32 +9,22 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
 from psycopg import AsyncConnection
 
-from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
+from relayhook.model import Attempt, Delivery, NewEvent, Routing
 from relayhook.ops.redact import redact_url
-from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import events, groups
-from relayhook.store.base import (
-    DeliveryFilter,
-    Digest,
-    DueGroup,
-    EventFilter,
-    Made,
-    PruneResult,
-    QueueStats,
-    StoredEvent,
-)
-from relayhook.store.postgres import deliveries, destinations, reads, silences
+from relayhook.store import events
+from relayhook.store.common import SqlStore, Work
+from relayhook.store.postgres import deliveries, destinations
 from relayhook.store.postgres.connections import Connections
 from relayhook.store.postgres.db import PostgresDb
 from relayhook.store.postgres.events import add_events
-from relayhook.store.rows import pages_since
+from relayhook.store.postgres.schema import take_lock
 from relayhook.store.sql import Db
 
 __all__ = ["PostgresStore"]
@@ -48,7 +38,7 @@ _CHANNEL = "relayhook"
 _encode = msgspec.json.Encoder().encode
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """The delivery log in a PostgreSQL database, reached by a `postgresql://` DSN."""
 
     def __init__(
@@ -69,13 +59,34 @@ class PostgresStore:
     def where(self) -> str:
         return redact_url(self.dsn)
 
-    async def _tx(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _tx(self, work: Work[T]) -> T:
         """Statements written once (store/sql.py) in one transaction."""
         return await self._db.run(lambda conn: work(PostgresDb(conn)))
 
-    async def _read(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _read(self, work: Work[T]) -> T:
         """Statements written once, each standing alone (no BEGIN and COMMIT)."""
         return await self._db.read(lambda conn: work(PostgresDb(conn)))
+
+    async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
+        return await deliveries.decide(db, attempts, self.owner)
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        assert self.lease is not None
+        claim = partial(
+            deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
+            lease=self.lease,
+        )  # fmt: skip
+        return await self._read(claim)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        await self._tx(partial(deliveries.release, ids=list(ids), owner=self.owner))
+
+    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
+        return await self._tx(
+            partial(deliveries.renew_leases, ids=list(ids), owner=self.owner, until=until)
+        )
 
     def exclusive(self, job: str) -> contextlib.AbstractAsyncContextManager[bool]:
         return self._db.exclusive(job, self.hold_idle)
@@ -110,25 +121,18 @@ class PostgresStore:
                 if not waiting.done():
                     waiting.set_result(result)
 
-    async def events_to_route(
-        self, limit: int, received_before: float | None = None
-    ) -> list[Event]:
-        return await self._read(
-            partial(events.events_to_route, limit=limit, received_before=received_before)
-        )
-
     async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
-        async def save(conn: Conn) -> list[bool]:
-            saved = await events.save_routings(PostgresDb(conn), routings, now)
+        async def save(db: Db) -> list[bool]:
+            saved = await events.save_routings(db, routings, now)
             if any(r.messages for r in routings):
-                await self._announce(conn, "deliveries")
+                await self._announce(db, "deliveries")
             if any(m.may_wait for r in routings for m in r.messages):
-                await self._announce(conn, "groups")
+                await self._announce(db, "groups")
             return saved
 
-        return await self._db.run(save)
+        return await self._tx(save)
 
-    async def _announce(self, conn: Conn, topic: str) -> None:
+    async def _announce(self, db: Db, topic: str) -> None:
         """Tell the other instances (on commit) that there is new work of this kind; at
         most every _ANNOUNCE_EVERY per topic (under load they have work of their own, and
         each announcement costs both sides a round trip)."""
@@ -136,7 +140,7 @@ class PostgresStore:
         if now - self._announced.get(topic, -_ANNOUNCE_EVERY) < _ANNOUNCE_EVERY:
             return
         self._announced[topic] = now
-        await conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, f"{topic} {self.owner}"))
+        await db.execute("SELECT pg_notify(?, ?)", (_CHANNEL, f"{topic} {self.owner}"))
 
     async def listen(self, heard: Callable[[str], None]) -> None:
         """Call heard(topic) for the work other instances announce ("deliveries",
@@ -153,187 +157,16 @@ class PostgresStore:
         finally:
             await conn.close()
 
-    async def recover(self, now: float) -> int:
-        return await self._db.run(partial(deliveries.recover, now=now))
-
-    async def claim_due(
-        self, wants: Mapping[str, int], busy: Set[int], now: float
-    ) -> tuple[list[Delivery], float | None]:
-        assert self.lease is not None
-        claim = partial(
-            deliveries.claim_due, wants=wants, busy=busy, now=now, owner=self.owner,
-            lease=self.lease,
-        )  # fmt: skip
-        return await self._db.read(claim)
-
-    async def release(self, ids: Sequence[int]) -> None:
-        chosen = list(ids)
-        await self._db.run(partial(deliveries.release, ids=chosen, owner=self.owner))
-
-    async def renew_leases(self, ids: Sequence[int], until: float) -> int:
-        chosen = list(ids)
-        return await self._db.run(
-            partial(deliveries.renew_leases, ids=chosen, owner=self.owner, until=until)
-        )
-
-    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._db.run(partial(deliveries.record_attempts, attempts=attempts, owner=self.owner))
-
-    async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._db.read(deliveries.waiting_by_destination)
-
-    async def requeue_due(self, destination: str, now: float) -> int:
-        return await self._db.run(partial(deliveries.requeue_due, destination=destination, now=now))
-
-    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
-        names = list(configured)
-        return await self._db.run(
-            partial(deliveries.orphans, configured=names, before=before, now=now)
-        )
-
-    async def circuits(self) -> list[CircuitState]:
-        return await self._db.read(destinations.circuits)
-
-    async def save_circuit(self, state: CircuitState) -> None:
-        await self._db.run(partial(destinations.save_circuit, state=state))
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
-        return await self._db.read(
+        return await self._read(
             partial(destinations.take_probe, destination=destination, now=now, every=every)
         )
 
-    async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._db.read(destinations.destination_status)
-
-    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-        chosen = list(ids)
-        return await self._db.run(partial(deliveries.replay, ids=chosen, now=now))
-
-    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
-        async def run(conn: Conn) -> list[tuple[int, int]]:
-            return await deliveries.replay(conn, await deliveries.dead_since(conn, since), now)
-
-        return await self._db.run(run)
-
-    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._read(partial(groups.due_groups, now=now, limit=limit))
-
-    async def next_group_due(self) -> float | None:
-        return await self._read(groups.next_group_due)
-
-    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._read(partial(groups.group_members, group_id=group_id, limit=limit))
-
-    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
-
-    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
-
-    async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._read(groups.waiting_groups)
-
-    async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
-
-    async def add_silence(
-        self, matchers: Sequence[Matcher], starts_at: float, ends_at: float, comment: str,
-        author: str, now: float,
-    ) -> int:  # fmt: skip
-        return await self._db.run(
-            partial(silences.add_silence, matchers=list(matchers), starts_at=starts_at,
-                    ends_at=ends_at, comment=comment, author=author, now=now)
-        )  # fmt: skip
-
-    async def active_silences(self, now: float) -> list[Silence]:
-        return await self._db.read(partial(silences.active_silences, now=now))
-
-    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
-        return await self._db.run(
-            partial(silences.list_silences, now=now, include_ended=include_ended)
-        )
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        return await self._db.run(partial(silences.expire_silence, silence_id=silence_id, now=now))
-
-    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
-        chosen = list(ids)
-        return await self._db.read(partial(silences.silence_facts, ids=chosen))
-
-    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
-        chosen = list(muted)
-        return await self._db.run(partial(silences.mute, muted=chosen, now=now))
-
-    async def list_events(
-        self, *, state: str | None = None, since: float | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(
-            partial(reads.list_events, state=state, since=since, limit=limit)
-        )
-
-    async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._db.read(partial(reads.get_event, event_id=event_id))
-
-    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        async def first() -> int | None:
-            return await self._db.read(partial(reads.first_event_since, since=since))
-
-        async def page(after: int, limit: int) -> list[StoredEvent]:
-            return await self._db.read(
-                partial(reads.events_page, since=since, after=after, limit=limit)
-            )
-
-        async for found in pages_since(first, page, batch):
-            yield found
-
-    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        return await self._db.read(partial(reads.events_by_id, ids=sorted(set(ids))))
-
-    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        return await self._db.read(partial(reads.made_for, event_ids=list(event_ids)))
-
-    async def list_deliveries(
-        self, *, state: str | None = None, rule: str | None = None,
-        destination: str | None = None, since: float | None = None, limit: int = 100,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        return await self._db.run(
-            partial(reads.list_deliveries, state=state, rule=rule, destination=destination,
-                    since=since, limit=limit)
-        )  # fmt: skip
-
-    async def page_deliveries(
-        self, f: DeliveryFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(partial(reads.page_deliveries, f=f, before=before, limit=limit))
-
-    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._db.read(partial(reads.matching_deliveries, f=f))
-
-    async def page_events(
-        self, f: EventFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._db.read(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._db.read(partial(reads.get_delivery, delivery_id=delivery_id))
-
-    async def queue_stats(self, now: float) -> QueueStats:
-        return await self._db.read(partial(reads.queue_stats, now=now))
-
-    async def ping(self) -> None:
-        await self._db.run(lambda conn: conn.execute("SELECT 1"))
-
-    async def prune(self, cutoff: float) -> PruneResult:
-        total = PruneResult()
-        while True:
-            done = await self._db.run(partial(destinations.prune_batch, cutoff=cutoff))
-            if done is None:
-                return total
-            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+    async def _prune_batch(self, db: Db, cutoff: float) -> tuple[int, int, int] | None:
+        # One instance prunes at a time: the others find the lock taken and stop.
+        if not await take_lock(db, "prune"):
+            return None
+        return await super()._prune_batch(db, cutoff)
 
     async def close(self) -> None:
         await self._db.close()
-
-
-def _fields(result: PruneResult) -> tuple[int, int, int]:
-    return result.events, result.deliveries, result.attempts

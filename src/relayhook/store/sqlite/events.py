@@ -6,6 +6,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from relayhook.store.events import stored_id
+from relayhook.store.sqlite.db import SqliteDb, run_sync
+
 __all__ = ["insert_events"]
 
 _INSERT_EVENTS = (
@@ -23,8 +26,6 @@ def insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list
     # Some keys were known: find which rows stand in their place.
     found: list[tuple[int, bool]] = []
     for row in rows:
-        stored = conn.execute(
-            "SELECT id FROM events WHERE source = ? AND event_key = ?", (row[1], row[2])
-        ).fetchone()[0]
+        stored = run_sync(stored_id(SqliteDb(conn), row[1], row[2]))
         found.append((stored, stored != row[0]))
     return found

@@ -1,39 +1,27 @@
 """SQLite behind the Store interface: one file, one writer thread, WAL.
 
 Every call is a job for the writer thread (writer.py), so reads see every commit before
-them and writes commit in groups. The SQL lives by concern beside this file.
+them and writes commit in groups. The calls written once for both databases are
+store/common.py's; what is SQLite's own lives beside this file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence, Set
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
-from relayhook.model import Attempt, CircuitState, Delivery, Event, NewEvent, Routing
-from relayhook.policy.silence import Matcher, Silence, SilenceFacts
-from relayhook.store import events, groups
-from relayhook.store.base import (
-    DeliveryFilter,
-    Digest,
-    DueGroup,
-    EventFilter,
-    Made,
-    PruneResult,
-    QueueStats,
-    StoredEvent,
-)
-from relayhook.store.rows import pages_since
+from relayhook.model import Attempt, Delivery, NewEvent
+from relayhook.store.base import PruneResult
+from relayhook.store.common import SqlStore, Work
 from relayhook.store.sql import Db
-from relayhook.store.sqlite import deliveries, destinations, reads, silences
+from relayhook.store.sqlite import deliveries
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
-from relayhook.store.sqlite.retention import prune_batch
 from relayhook.store.sqlite.schema import connect, migrate, shrink
 from relayhook.store.sqlite.writer import Writer
 
@@ -44,7 +32,7 @@ T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The delivery log in one SQLite file.
 
     With daemon=True it takes the file's daemon lock first (StoreBusy when another daemon
@@ -71,9 +59,28 @@ class SqliteStore:
     # One daemon per file (the lock): what it has in flight is known in memory, no lease.
     lease: float | None = None
 
-    async def _tx(self, work: Callable[[Db], Coroutine[Any, Any, T]]) -> T:
+    async def _tx(self, work: Work[T]) -> T:
         """Statements written once (store/sql.py) in the writer's next transaction."""
         return await self._writer.run(lambda conn: run_sync(work(SqliteDb(conn))))
+
+    async def _read(self, work: Work[T]) -> T:
+        # On the writer too, for now: it sees every commit before it, and joins a group.
+        return await self._tx(work)
+
+    async def _scan(self, work: Work[T]) -> T:
+        # Outside the writer's transactions (each statement a snapshot of its own), so a
+        # running daemon's commits never wait for a scan of many pages.
+        return await self._writer.run(
+            lambda conn: run_sync(work(SqliteDb(conn))), transaction=False
+        )
+
+    async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
+        return await deliveries.decide(db, attempts)
+
+    async def claim_due(
+        self, wants: Mapping[str, int], busy: Set[int], now: float
+    ) -> tuple[list[Delivery], float | None]:
+        return await self._read(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
 
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
         return len(list(ids))
@@ -91,214 +98,13 @@ class SqliteStore:
     async def add_event(self, event: NewEvent) -> tuple[int, bool]:
         return await self._writer.add_event(event, _encode(event.headers).decode())
 
-    async def events_to_route(
-        self, limit: int, received_before: float | None = None
-    ) -> list[Event]:
-        return await self._tx(
-            partial(events.events_to_route, limit=limit, received_before=received_before)
-        )
-
-    async def save_routings(self, routings: Sequence[Routing], now: float) -> list[bool]:
-        return await self._tx(partial(events.save_routings, routings=routings, now=now))
-
-    async def recover(self, now: float) -> int:
-        return await self._writer.run(partial(deliveries.recover, now=now))
-
-    async def claim_due(
-        self, wants: Mapping[str, int], busy: Set[int], now: float
-    ) -> tuple[list[Delivery], float | None]:
-        return await self._writer.run(
-            partial(deliveries.claim_due, wants=wants, busy=busy, now=now)
-        )
-
-    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
-        await self._writer.run(partial(deliveries.record_attempts, attempts=attempts))
-
-    async def waiting_by_destination(self) -> dict[str, int]:
-        return await self._writer.run(deliveries.waiting_by_destination)
-
-    async def requeue_due(self, destination: str, now: float) -> int:
-        return await self._writer.run(
-            partial(deliveries.requeue_due, destination=destination, now=now)
-        )
-
-    async def orphans(self, configured: Sequence[str], before: float, now: float) -> dict[str, int]:
-        names = list(configured)
-        return await self._writer.run(
-            partial(deliveries.orphans, configured=names, before=before, now=now)
-        )
-
-    async def circuits(self) -> list[CircuitState]:
-        return await self._writer.run(destinations.circuits)
-
-    async def save_circuit(self, state: CircuitState) -> None:
-        await self._writer.run(partial(destinations.save_circuit, state=state))
-
     async def take_probe(self, destination: str, now: float, every: float) -> float | None:
         return every  # one daemon per file: its probes and their interval are its own
 
-    async def destination_status(self) -> dict[str, dict[str, Any]]:
-        return await self._writer.run(destinations.destination_status)
-
-    async def replay(self, ids: Iterable[int], now: float) -> list[tuple[int, int]]:
-        chosen = list(ids)
-        return await self._writer.run(partial(deliveries.replay, ids=chosen, now=now))
-
-    async def replay_dead(self, since: float, now: float) -> list[tuple[int, int]]:
-        def run(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-            return deliveries.replay(conn, deliveries.dead_since(conn, since), now)
-
-        return await self._writer.run(run)
-
-    async def due_groups(self, now: float, limit: int) -> list[DueGroup]:
-        return await self._tx(partial(groups.due_groups, now=now, limit=limit))
-
-    async def next_group_due(self) -> float | None:
-        return await self._tx(groups.next_group_due)
-
-    async def group_members(self, group_id: int, limit: int) -> list[dict[str, Any]]:
-        return await self._tx(partial(groups.group_members, group_id=group_id, limit=limit))
-
-    async def close_group(self, group: DueGroup, digest: Digest | None, now: float) -> int | None:
-        return await self._tx(partial(groups.close_group, group=group, digest=digest, now=now))
-
-    async def waiting_groups(self) -> list[dict[str, Any]]:
-        return await self._tx(groups.waiting_groups)
-
-    async def send_group_now(self, group_id: int, now: float) -> bool:
-        return await self._tx(partial(groups.send_group_now, group_id=group_id, now=now))
-
-    async def page_deliveries(
-        self, f: DeliveryFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(reads.page_deliveries, f=f, before=before, limit=limit)
-        )
-
-    async def matching_deliveries(self, f: DeliveryFilter) -> list[int]:
-        return await self._writer.run(partial(reads.matching_deliveries, f=f))
-
-    async def page_events(
-        self, f: EventFilter, before: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(partial(reads.page_events, f=f, before=before, limit=limit))
-
-    async def hold_group(self, group: DueGroup, until: float, now: float) -> int | None:
-        return await self._tx(partial(groups.hold_group, group=group, until=until, now=now))
-
-    async def add_silence(
-        self,
-        matchers: Sequence[Matcher],
-        starts_at: float,
-        ends_at: float,
-        comment: str,
-        author: str,
-        now: float,
-    ) -> int:
-        chosen = tuple(matchers)
-        return await self._writer.run(
-            lambda conn: silences.add_silence(
-                conn, chosen, starts_at, ends_at, comment, author, now
-            )
-        )
-
-    async def active_silences(self, now: float) -> list[Silence]:
-        return await self._writer.run(partial(silences.active_silences, now=now))
-
-    async def list_silences(self, now: float, include_ended: bool = False) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(silences.list_silences, now=now, include_ended=include_ended)
-        )
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        return await self._writer.run(
-            partial(silences.expire_silence, silence_id=silence_id, now=now)
-        )
-
-    async def silence_facts(self, ids: Iterable[int]) -> dict[int, SilenceFacts]:
-        chosen = list(ids)
-        return await self._writer.run(partial(silences.silence_facts, ids=chosen))
-
-    async def mute(self, muted: Sequence[tuple[int, int]], now: float) -> list[int]:
-        chosen = list(muted)
-        return await self._writer.run(partial(silences.mute, muted=chosen, now=now))
-
-    async def list_events(
-        self, *, state: str | None = None, since: float | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(reads.list_events, state=state, since=since, limit=limit)
-        )
-
-    async def get_event(self, event_id: int) -> dict[str, Any] | None:
-        return await self._writer.run(partial(reads.get_event, event_id=event_id))
-
-    # A scan of many pages reads outside the writer's transactions (each statement a
-    # snapshot of its own), so a running daemon's commits never wait for it.
-
-    async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
-        async def first() -> int | None:
-            return await self._writer.run(
-                partial(reads.first_event_since, since=since), transaction=False
-            )
-
-        async def page(after: int, limit: int) -> list[StoredEvent]:
-            return await self._writer.run(
-                partial(reads.events_page, since=since, after=after, limit=limit),
-                transaction=False,
-            )
-
-        async for found in pages_since(first, page, batch):
-            yield found
-
-    async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        chosen = sorted(set(ids))
-        return await self._writer.run(partial(reads.events_by_id, ids=chosen), transaction=False)
-
-    async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        chosen = list(event_ids)
-        return await self._writer.run(partial(reads.made_for, event_ids=chosen), transaction=False)
-
-    async def list_deliveries(
-        self,
-        *,
-        state: str | None = None,
-        rule: str | None = None,
-        destination: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        return await self._writer.run(
-            partial(
-                reads.list_deliveries,
-                state=state,
-                rule=rule,
-                destination=destination,
-                since=since,
-                limit=limit,
-            )
-        )
-
-    async def get_delivery(self, delivery_id: int) -> dict[str, Any] | None:
-        return await self._writer.run(partial(reads.get_delivery, delivery_id=delivery_id))
-
-    async def queue_stats(self, now: float) -> QueueStats:
-        return await self._writer.run(partial(reads.queue_stats, now=now))
-
-    async def ping(self) -> None:
-        await self._writer.run(lambda conn: conn.execute("SELECT 1").fetchone())
-
     async def prune(self, cutoff: float) -> PruneResult:
-        """In batches of small transactions, so ingest waits for none of them for long;
-        then the freed pages go back to the file system."""
-        total = PruneResult()
-        while True:
-            done = await self._writer.run(partial(prune_batch, cutoff=cutoff))
-            if done is None:
-                break
-            total = PruneResult(*(a + b for a, b in zip(_fields(total), done, strict=True)))
+        total = await super().prune(cutoff)
         if total.events:
-            await self._writer.run(shrink, transaction=False)
+            await self._writer.run(shrink, transaction=False)  # the freed pages go back
         return total
 
     async def close(self) -> None:
@@ -306,7 +112,3 @@ class SqliteStore:
         self._conn.close()
         if self._lock is not None:
             self._lock.release()
-
-
-def _fields(result: PruneResult) -> tuple[int, int, int]:
-    return result.events, result.deliveries, result.attempts
