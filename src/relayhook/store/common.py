@@ -38,13 +38,9 @@ class SqlStore:
         raise NotImplementedError
 
     async def _read(self, work: Work[T]) -> T:
-        """work that only reads (or writes whole in each statement)."""
+        """work that only reads (SQLite runs it on a read-only connection beside the writer;
+        PostgreSQL also runs a write that is whole in one statement this way)."""
         raise NotImplementedError
-
-    async def _scan(self, work: Work[T]) -> T:
-        """A page of a long scan (Store.events_since and its kin): a read, unless the
-        backend reads those elsewhere."""
-        return await self._read(work)
 
     async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
         """Attempts' decisions applied to their deliveries: the ids applied."""
@@ -55,7 +51,7 @@ class SqlStore:
         return await retention.prune_batch(db, cutoff)
 
     async def ping(self) -> None:
-        await self._read(partial(_value, sql="SELECT 1"))
+        await self._tx(partial(_value, sql="SELECT 1"))  # the writer answers, not a reader
 
     async def events_to_route(
         self, limit: int, received_before: float | None = None
@@ -184,13 +180,13 @@ class SqlStore:
 
     async def events_since(self, since: float, batch: int) -> AsyncIterator[list[StoredEvent]]:
         """Pages of up to batch events by id, from the first received at or after since."""
-        first = await self._scan(partial(reads.first_event_since, since=since))
+        first = await self._read(partial(reads.first_event_since, since=since))
         if first is None:
             return
         after = first - 1
         while True:
             page = partial(reads.events_page, since=since, after=after, limit=batch)
-            found = await self._scan(page)
+            found = await self._read(page)
             if found:
                 yield found
             if len(found) < batch:
@@ -198,10 +194,10 @@ class SqlStore:
             after = found[-1].event.id
 
     async def events_by_id(self, ids: Sequence[int]) -> list[StoredEvent]:
-        return await self._scan(partial(reads.events_by_id, ids=sorted(set(ids))))
+        return await self._read(partial(reads.events_by_id, ids=sorted(set(ids))))
 
     async def made_for(self, event_ids: Sequence[int]) -> list[Made]:
-        return await self._scan(partial(reads.made_for, event_ids=list(event_ids)))
+        return await self._read(partial(reads.made_for, event_ids=list(event_ids)))
 
     async def prune(self, cutoff: float) -> PruneResult:
         """In batches of small transactions, so ingest waits for none of them for long."""

@@ -1,7 +1,8 @@
 """SQLite behind the Store interface: one file, one writer thread, WAL.
 
-Every call is a job for the writer thread (writer.py), so reads see every commit before
-them and writes commit in groups. The calls written once for both databases are
+Writes are jobs for the writer thread (writer.py), which commits them in groups; reads
+run beside it on reader connections of their own (readers.py), each seeing every commit
+made before it began. The calls written once for both databases are
 store/common.py's; what is SQLite's own lives beside this file.
 """
 
@@ -22,6 +23,7 @@ from relayhook.store.sql import Db
 from relayhook.store.sqlite import deliveries
 from relayhook.store.sqlite.db import SqliteDb, run_sync
 from relayhook.store.sqlite.lock import DaemonLock
+from relayhook.store.sqlite.readers import Readers
 from relayhook.store.sqlite.schema import connect, migrate, shrink
 from relayhook.store.sqlite.writer import Writer
 
@@ -47,6 +49,7 @@ class SqliteStore(SqlStore):
             migrate(path)
             self._conn = connect(path)
             self._writer = Writer(self._conn)
+            self._readers = Readers(partial(connect, path))
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -64,15 +67,8 @@ class SqliteStore(SqlStore):
         return await self._writer.run(lambda conn: run_sync(work(SqliteDb(conn))))
 
     async def _read(self, work: Work[T]) -> T:
-        # On the writer too, for now: it sees every commit before it, and joins a group.
-        return await self._tx(work)
-
-    async def _scan(self, work: Work[T]) -> T:
-        # Outside the writer's transactions (each statement a snapshot of its own), so a
-        # running daemon's commits never wait for a scan of many pages.
-        return await self._writer.run(
-            lambda conn: run_sync(work(SqliteDb(conn))), transaction=False
-        )
+        # WAL readers: a page refresh does not queue behind ingest's commits.
+        return await self._readers.run(lambda conn: run_sync(work(SqliteDb(conn))))
 
     async def _decide(self, db: Db, attempts: Sequence[Attempt]) -> set[int]:
         return await deliveries.decide(db, attempts)
@@ -80,7 +76,8 @@ class SqliteStore(SqlStore):
     async def claim_due(
         self, wants: Mapping[str, int], busy: Set[int], now: float
     ) -> tuple[list[Delivery], float | None]:
-        return await self._read(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
+        # On the writer: a claim follows every attempt recorded before it, in commit order.
+        return await self._tx(partial(deliveries.claim_due, wants=wants, busy=busy, now=now))
 
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
         return len(list(ids))
@@ -108,6 +105,7 @@ class SqliteStore(SqlStore):
         return total
 
     async def close(self) -> None:
+        self._readers.close()
         self._writer.close()
         self._conn.close()
         if self._lock is not None:
