@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CONFIG_HEAD, write_config
+from inproc import FakeClock
 from pg import fresh_database
 from relayhook.config.load import load_config
 from relayhook.config.settings import Config
@@ -61,14 +62,6 @@ def config() -> Iterator[Config]:
     with tempfile.TemporaryDirectory() as root:
         path = write_config(Path(root), {"meter.yaml": RULES}, CONFIG)
         yield load_config(path)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- the streams -----------------------------------------------------------------------
@@ -136,8 +129,8 @@ def in_memory(config: Config, stream: Stream) -> Groups:
 async def in_store(store: Store, config: Config, stream: Stream) -> Groups:
     """The stream routed into a real store at its times, with the real group stage run
     whenever a group falls due (as the daemon's wakes then)."""
-    clock = Clock()
-    stage = GroupStage(store, lambda: config, Metrics(), lambda: None, clock)
+    clock = FakeClock(T0)
+    stage = GroupStage(store, lambda: config, Metrics(), lambda: None, clock.time)
 
     async def groups_due_until(until: float) -> None:
         while (due := await store.next_group_due()) is not None and due <= until:

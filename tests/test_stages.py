@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import CONFIG_HEAD, write_config
+from inproc import FakeClock
 from relayhook.config.load import load_config
 from relayhook.config.settings import Config, Destination, RetryPolicy
 from relayhook.deliver.retry import backoff, decide
@@ -581,24 +582,6 @@ destinations:
   a: {url: "json://user:hunter2-pass@127.0.0.1:9/a", min_interval: 0s, concurrency: 2}
   b: {url: "json://127.0.0.1:9/b", min_interval: 0s, concurrency: 3}
 """
-
-
-class FakeClock:
-    """Wall clock and monotonic clock, both moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-        self.mono = 500.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.mono += seconds
 
 
 class FakeSender:
