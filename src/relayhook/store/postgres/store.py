@@ -80,11 +80,12 @@ class PostgresStore(SqlStore):
         )  # fmt: skip
         return await self._read(claim)
 
+    # Each one statement, whole on its own: no BEGIN and COMMIT around it.
     async def release(self, ids: Sequence[int]) -> None:
-        await self._tx(partial(deliveries.release, ids=list(ids), owner=self.owner))
+        await self._read(partial(deliveries.release, ids=list(ids), owner=self.owner))
 
     async def renew_leases(self, ids: Sequence[int], until: float) -> int:
-        return await self._tx(
+        return await self._read(
             partial(deliveries.renew_leases, ids=list(ids), owner=self.owner, until=until)
         )
 
