@@ -9,7 +9,7 @@ of them and for which keys.
 
 from __future__ import annotations
 
-import dataclasses
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -18,7 +18,7 @@ from relayhook.model import DeliveryState, Message
 from relayhook.policy import noise
 from relayhook.policy.noise import QUIET_KEY, Hold, Window
 from relayhook.policy.quiet import QuietHours, quiet_until
-from relayhook.route.quiet import calendars_for
+from relayhook.route.quiet import calendars_for, held
 
 __all__ = ["Fold", "Folds", "Group"]
 
@@ -70,15 +70,16 @@ class Folds:
         self._rules = {r.name: r for r in config.rules}
         self.groups: list[Group] = []  # every group made, oldest first
         self._open: dict[_Key, Group] = {}
+        self._waiting: dict[_Key, list[Group]] = {}  # per key, the groups not sent
+        self._sent_last: dict[_Key, float] = {}  # per key, when its last group went
+        self._due_at: list[tuple[float, int]] = []  # heap of (due, group id); stale ones skipped
         self._windows: dict[_Key, Window] = {}
         self._folds: dict[_Key, Fold] = {}
 
     def add(self, m: Message, at: float, event_id: int = 0) -> None:
         """A message that rendered and no silence mutes, routed at `at`."""
         self.advance(at)
-        if m.quiet_until is None and m.error is None:
-            until = quiet_until(self._calendars(m.rule, m.destination), at)
-            m = dataclasses.replace(m, quiet_until=until)
+        m = held(self._config, self._rules, m, at)  # as the route stage marks it
         window = None
         if noise.counts_throttle(m):
             assert m.throttle is not None
@@ -93,12 +94,12 @@ class Folds:
 
     def advance(self, now: float) -> None:
         """The group stage up to now: each group due by then goes (or is held for quiet
-        hours) at the time it falls due, soonest first."""
-        while True:
-            waiting = [g for g in self.groups if g.state != "sent" and g.due <= now]
-            if not waiting:
-                return
-            self._due(min(waiting, key=lambda g: (g.due, g.id)))
+        hours) at the time it falls due, soonest first (then the oldest)."""
+        while self._due_at and self._due_at[0][0] <= now:
+            due, group_id = heapq.heappop(self._due_at)
+            group = self.groups[group_id - 1]
+            if group.state != "sent" and group.due == due:  # else moved on since pushed
+                self._due(group)
 
     def finish(self) -> dict[str, list[Fold]]:
         """Every group sent (as each falls due): the folds of each rule."""
@@ -123,22 +124,29 @@ class Folds:
         group.members.append(event_id)
         if joined.full:
             assert joined.due is not None
-            group.state, group.due, group.reason = "full", joined.due, "max"
+            group.state, group.reason = "full", "max"
+            self._time(group, joined.due)
             del self._open[k]
 
     def _make(self, k: _Key, reason: str, due: float, interval: float | None) -> Group:
         group = Group(len(self.groups) + 1, *k, reason, due, interval)
         self.groups.append(group)
         self._open[k] = group
+        self._waiting.setdefault(k, []).append(group)
+        heapq.heappush(self._due_at, (due, group.id))
         return group
+
+    def _time(self, group: Group, due: float) -> None:
+        """A waiting group's due time changed."""
+        if due != group.due:
+            group.due = due
+            heapq.heappush(self._due_at, (due, group.id))
 
     def _last(self, k: _Key) -> float | None:
         """When the key's last closed group went, or is set to go (a full one)."""
-        times = [
-            g.sent_at if g.sent_at is not None else g.due
-            for g in self.groups
-            if (g.rule, g.destination, g.key) == k and g.state != "open"
-        ]
+        times = [g.due for g in self._waiting.get(k, ()) if g.state == "full"]
+        if k in self._sent_last:
+            times.append(self._sent_last[k])
         return max(times, default=None)
 
     def _due(self, group: Group) -> None:
@@ -146,6 +154,8 @@ class Folds:
         k = (group.rule, group.destination, group.key)
         until = noise.when_due(group.reason, quiet_until(self._calendars(*k[:2]), now))
         group.state, group.sent_at = "sent", now
+        self._waiting[k].remove(group)
+        self._sent_last[k] = max(now, self._sent_last.get(k, now))
         if self._open.get(k) is group:
             del self._open[k]
         if until is not None:
@@ -155,10 +165,9 @@ class Folds:
             held.members = sorted(held.members + group.members)  # in arrival order
             group.members = []
             return
-        for other in self.groups:
-            same = (other.rule, other.destination, other.key) == k
-            if same and other.state != "sent" and other.interval is not None:
-                other.due = noise.after_send(other.due, other.interval, now)
+        for other in self._waiting[k]:
+            if other.interval is not None:
+                self._time(other, noise.after_send(other.due, other.interval, now))
         fold = self._folds.get(k)
         if fold is None:
             reason = "wait" if group.reason == "max" else group.reason  # max: a full group

@@ -6,10 +6,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from relayhook.config.settings import Config, Rule
-from relayhook.model import Event, Routing
+from relayhook.model import Event, Message, Routing
 from relayhook.policy.quiet import QuietHours, quiet_until
 
-__all__ = ["calendars_for", "hold_quiet", "mark_quiet"]
+__all__ = ["calendars_for", "held", "hold_quiet", "mark_quiet"]
 
 
 def calendars_for(config: Config, rule: Rule | None, destination: str) -> list[QuietHours]:
@@ -29,17 +29,19 @@ def hold_quiet(config: Config, routings: list[Routing], now: float) -> list[Rout
     if not config.quiet_hours:
         return routings
     rules = {r.name: r for r in config.rules}
-    out = []
-    for routing in routings:
-        messages = []
-        for m in routing.messages:
-            if m.error is None and m.silence_id is None:
-                until = quiet_until(calendars_for(config, rules.get(m.rule), m.destination), now)
-                if until is not None:
-                    m = dataclasses.replace(m, quiet_until=until)
-            messages.append(m)
-        out.append(Routing(routing.event_id, tuple(messages)))
-    return out
+    return [
+        Routing(r.event_id, tuple(held(config, rules, m, now) for m in r.messages))
+        for r in routings
+    ]
+
+
+def held(config: Config, rules: Mapping[str, Rule], m: Message, now: float) -> Message:
+    """m, marked with when quiet hours end if they hold it now (a message that failed or a
+    silence muted waits for nothing)."""
+    if m.error is not None or m.silence_id is not None or not config.quiet_hours:
+        return m
+    until = quiet_until(calendars_for(config, rules.get(m.rule), m.destination), now)
+    return m if until is None else dataclasses.replace(m, quiet_until=until)
 
 
 async def mark_quiet(
