@@ -95,6 +95,7 @@ def place(m: Message, now: float, window: Window | None = None) -> Placement:
     counted = None
     if m.throttle is not None:
         t = m.throttle
+        # count 0: the store made the key's row to lock it, and nothing counted yet.
         if window is None or window.count == 0 or now >= window.start + t.per:
             counted = Window(now, 1)
         else:

@@ -12,6 +12,7 @@ import msgspec
 from relayhook.model import CircuitState, Delivery, Event
 from relayhook.policy.noise import shown_key
 from relayhook.policy.silence import Matcher, Silence, SilenceFacts
+from relayhook.store.sql import Row
 
 __all__ = [
     "NO_DESTINATION",
@@ -27,7 +28,6 @@ __all__ = [
     "stored_event",
 ]
 
-Row = Any  # sqlite3.Row or a psycopg dict row: both read by column name
 _decode = msgspec.json.Decoder().decode
 
 
